@@ -1,0 +1,302 @@
+"""The one module that talks to the Docker engine.
+
+docker-py is blocking, so every call runs in a bounded thread pool shared by all spawners of a hub: different users'
+calls run concurrently (up to ``concurrency`` at once) instead of queueing behind one thread. Every method is async
+and typed; "not found" comes back as ``None``, not as an exception, where the caller can act on it.
+
+:class:`ContainerView` is the shared, refreshed list of the project's containers that ``poll()`` reads, so polling
+a hundred servers costs one list request per refresh instead of an inspect per server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import docker
+from docker.errors import APIError, NotFound
+
+from .container_spec import ContainerSpec
+from .names import LABEL_MANAGED
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class DockerGatewayError(RuntimeError):
+    """A Docker call failed; the message says which object and what Docker answered."""
+
+
+def describe_api_error(error: APIError) -> str:
+    return getattr(error, "explanation", None) or str(error)
+
+
+class DockerGateway:
+    def __init__(self, client: docker.APIClient, concurrency: int, view_max_age: float):
+        self.client = client
+        self.concurrency = concurrency
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="docker-api")
+        self.view = ContainerView(self, max_age=view_max_age)
+
+    @classmethod
+    def connect(cls, client_kwargs: Mapping[str, Any], concurrency: int, view_max_age: float) -> DockerGateway:
+        # urllib3 must keep one connection per worker thread, or threads queue on the connection pool instead.
+        kwargs = {"version": "auto", "max_pool_size": max(concurrency, 10), **client_kwargs}
+        return cls(docker.APIClient(**kwargs), concurrency, view_max_age)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a docker-py ``APIClient`` method by name. Only for DockerSpawner's inherited code (its
+        ``self.docker("...")`` calls) and admins' subclasses; the project's own code uses the typed methods."""
+        return await self._run(getattr(self.client, method), *args, **kwargs)
+
+    # -- images -------------------------------------------------------------------------------------------------
+
+    async def inspect_image(self, image: str) -> dict[str, Any] | None:
+        try:
+            return await self._run(self.client.inspect_image, image)
+        except NotFound:
+            return None
+
+    async def pull_image(self, image: str, on_progress: Callable[[dict[str, Any]], None]) -> None:
+        """Pull ``image``, calling ``on_progress`` with each of Docker's progress records (from the pool thread)."""
+        repo, tag = split_image_tag(image)
+
+        def pull() -> None:
+            for record in self.client.pull(repo, tag=tag, stream=True, decode=True):
+                if "error" in record:
+                    raise DockerGatewayError(f"pulling image {image} failed: {record['error']}")
+                on_progress(record)
+
+        try:
+            await self._run(pull)
+        except APIError as e:
+            raise DockerGatewayError(f"pulling image {image} failed: {describe_api_error(e)}") from e
+
+    # -- containers ---------------------------------------------------------------------------------------------
+
+    async def inspect_container(self, name_or_id: str) -> dict[str, Any] | None:
+        try:
+            return await self._run(self.client.inspect_container, name_or_id)
+        except NotFound:
+            return None
+
+    async def create_container(self, spec: ContainerSpec) -> str:
+        """Create the container on its first network with its aliases, join the others; return its id."""
+        networks = list(spec.networks.items())
+
+        def create() -> str:
+            host_config = self.client.create_host_config(**spec.host_config)
+            networking_config = None
+            if networks and networks[0][1]:
+                first, aliases = networks[0]
+                networking_config = self.client.create_networking_config(
+                    {first: self.client.create_endpoint_config(aliases=aliases)}
+                )
+            created = self.client.create_container(
+                host_config=host_config, networking_config=networking_config, **spec.create
+            )
+            for network, aliases in networks[1:]:
+                self.client.connect_container_to_network(created["Id"], network, aliases=aliases or None)
+            return created["Id"]
+
+        try:
+            return await self._run(create)
+        except APIError as e:
+            raise DockerGatewayError(f"creating container {spec.create['name']} failed: {describe_api_error(e)}") from e
+
+    async def run_to_completion(self, spec: ContainerSpec, timeout: float) -> tuple[int, str]:
+        """Create, start and wait for a short-lived container; return its exit code and output. It is removed
+        afterwards whatever happened."""
+        container_id = await self.create_container(spec)
+        try:
+            await self.start_container(container_id)
+            result = await self._run(self.client.wait, container_id, timeout=timeout)
+            return int(result.get("StatusCode", -1)), await self.logs_tail(container_id, 50)
+        finally:
+            await self.remove_container(container_id)
+
+    async def start_container(self, name_or_id: str) -> None:
+        try:
+            await self._run(self.client.start, name_or_id)
+        except APIError as e:
+            raise DockerGatewayError(f"starting container {name_or_id} failed: {describe_api_error(e)}") from e
+
+    async def stop_container(self, name_or_id: str, timeout: int) -> bool:
+        """Stop; False when there was no such container."""
+        try:
+            await self._run(self.client.stop, name_or_id, timeout=timeout)
+        except NotFound:
+            return False
+        return True
+
+    async def remove_container(self, name_or_id: str) -> None:
+        """Remove (forcefully, so a half-started container goes too). Anonymous volumes go with it; named volumes
+        never do."""
+        try:
+            await self._run(self.client.remove_container, name_or_id, v=True, force=True)
+        except NotFound:
+            pass
+        except APIError as e:
+            if e.status_code != 409:  # 409: removal already in progress
+                raise DockerGatewayError(f"removing container {name_or_id} failed: {describe_api_error(e)}") from e
+
+    async def logs_tail(self, name_or_id: str, lines: int) -> str:
+        try:
+            raw = await self._run(self.client.logs, name_or_id, tail=lines, stdout=True, stderr=True)
+        except (NotFound, APIError):
+            return ""
+        return raw.decode("utf-8", "replace")
+
+    async def exec_run(self, name_or_id: str, cmd: list[str], user: str = "") -> tuple[int, str]:
+        """Run ``cmd`` in a running container; return its exit code and combined output."""
+
+        def run() -> tuple[int, str]:
+            created = self.client.exec_create(name_or_id, cmd, user=user, stdout=True, stderr=True)
+            output = self.client.exec_start(created["Id"])
+            exit_code = self.client.exec_inspect(created["Id"])["ExitCode"]
+            return exit_code, output.decode("utf-8", "replace")
+
+        return await self._run(run)
+
+    async def list_containers(self, label_filters: list[str]) -> list[dict[str, Any]]:
+        return await self._run(self.client.containers, all=True, filters={"label": label_filters})
+
+    async def connect_network(self, network: str, container: str, aliases: list[str] | None = None) -> None:
+        try:
+            await self._run(self.client.connect_container_to_network, container, network, aliases=aliases)
+        except APIError as e:
+            if "already exists" not in describe_api_error(e):
+                raise DockerGatewayError(
+                    f"connecting {container} to network {network} failed: {describe_api_error(e)}"
+                ) from e
+
+    async def disconnect_network(self, network: str, container: str) -> None:
+        # Not connected, or either side already gone: nothing to undo.
+        with contextlib.suppress(APIError):
+            await self._run(self.client.disconnect_container_from_network, container, network, force=True)
+
+    # -- volumes ------------------------------------------------------------------------------------------------
+
+    async def inspect_volume(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._run(self.client.inspect_volume, name)
+        except NotFound:
+            return None
+
+    async def ensure_volume(self, name: str, labels: Mapping[str, str]) -> tuple[dict[str, Any], bool]:
+        """The volume ``name``, created with ``labels`` if missing; also say whether it was created now.
+
+        An existing volume keeps its own labels: they may hold state (the database password) that must not
+        change while the data lives.
+        """
+        existing = await self.inspect_volume(name)
+        if existing is not None:
+            return existing, False
+        try:
+            created = await self._run(self.client.create_volume, name=name, labels=dict(labels))
+        except APIError as e:
+            raise DockerGatewayError(f"creating volume {name} failed: {describe_api_error(e)}") from e
+        return created, True
+
+    async def list_volumes(self, label_filters: list[str]) -> list[dict[str, Any]]:
+        result = await self._run(self.client.volumes, filters={"label": label_filters})
+        return result.get("Volumes") or []
+
+    async def remove_volume(self, name: str) -> None:
+        try:
+            await self._run(self.client.remove_volume, name, force=True)
+        except NotFound:
+            pass
+        except APIError as e:
+            raise DockerGatewayError(f"removing volume {name} failed: {describe_api_error(e)}") from e
+
+    # -- networks -----------------------------------------------------------------------------------------------
+
+    async def inspect_network(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._run(self.client.inspect_network, name)
+        except NotFound:
+            return None
+
+    async def ensure_network(self, config: Mapping[str, Any]) -> bool:
+        """Create the network unless it exists; True when it was created now."""
+        if await self.inspect_network(config["name"]) is not None:
+            return False
+        try:
+            await self._run(self.client.create_network, **config)
+        except APIError as e:
+            if e.status_code == 409:  # made by a concurrent call meanwhile
+                return False
+            raise DockerGatewayError(f"creating network {config['name']} failed: {describe_api_error(e)}") from e
+        return True
+
+    async def list_networks(self, label_filters: list[str]) -> list[dict[str, Any]]:
+        return await self._run(self.client.networks, filters={"label": label_filters})
+
+    async def remove_network(self, name: str) -> None:
+        try:
+            await self._run(self.client.remove_network, name)
+        except NotFound:
+            pass
+        except APIError as e:
+            raise DockerGatewayError(f"removing network {name} failed: {describe_api_error(e)}") from e
+
+    # -- engine -------------------------------------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        return await self._run(self.client.info)
+
+
+class ContainerView:
+    """A shared snapshot of the project's containers, refreshed with one list request when older than
+    ``max_age`` seconds. Concurrent readers share one refresh."""
+
+    def __init__(self, gateway: DockerGateway, max_age: float):
+        self._gateway = gateway
+        self.max_age = max_age
+        self._by_name: dict[str, dict[str, Any]] = {}
+        self._taken_at = float("-inf")
+        self._refresh_task: asyncio.Task[None] | None = None
+        self.refreshes = 0
+
+    async def state(self, name: str, not_older_than: float = float("-inf")) -> dict[str, Any] | None:
+        """The listed summary of container ``name`` (or None if absent), from a snapshot taken after
+        ``not_older_than`` (a ``time.monotonic()`` value) and at most ``max_age`` old."""
+        oldest_allowed = max(not_older_than, time.monotonic() - self.max_age)
+        if self._taken_at < oldest_allowed:
+            await self._refresh()
+        return self._by_name.get(name)
+
+    async def _refresh(self) -> None:
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.ensure_future(self._take_snapshot())
+        await asyncio.shield(self._refresh_task)
+
+    async def _take_snapshot(self) -> None:
+        started = time.monotonic()
+        containers = await self._gateway.list_containers([f"{LABEL_MANAGED}=true"])
+        self._by_name = {name.lstrip("/"): container for container in containers for name in container.get("Names", [])}
+        self._taken_at = started
+        self.refreshes += 1
+
+
+def split_image_tag(image: str) -> tuple[str, str]:
+    """``repo[:tag]`` → (repo, tag); a registry port (``host:5000/img``) is not a tag."""
+    last = image.rsplit("/", 1)[-1]
+    if "@" in last:
+        repo, digest = image.split("@", 1)
+        return repo, digest
+    if ":" in last:
+        repo, tag = image.rsplit(":", 1)
+        return repo, tag
+    return image, "latest"

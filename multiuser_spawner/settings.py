@@ -1,0 +1,244 @@
+"""The settings MultiUserSpawner adds to DockerSpawner's.
+
+Every trait is declared one way, ``Trait(default, help=...).tag(config=True)``, and checked when set, so a wrong
+value fails with the setting's name. Set them as ``c.MultiUserSpawner.<name>``; they also work in
+``c.Spawner.group_overrides`` and in a profile's ``spawner_override``.
+"""
+
+from __future__ import annotations
+
+from jupyterhub.traitlets import ByteSpecification
+from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, validate
+from traitlets.config import Configurable
+
+from . import names
+
+_TEMPLATE_FIELDS = "``{prefix}``, ``{user}``, ``{server}`` and ``{server_suffix}``"
+
+
+class MultiUserSettings(Configurable):
+    # -- names --------------------------------------------------------------------------------------------------
+
+    home_volume_name_template = Unicode(
+        names.NameTemplates.home_volume,
+        help=f"""Name of each user's home volume; {_TEMPLATE_FIELDS} are filled in.
+
+        The default gives one home volume per user, shared by all of that user's named servers (their files are
+        theirs whichever server they open). Add ``{{server_suffix}}`` for one volume per server. An empty string
+        turns the home volume off. Changing this on a running deployment points users at new, empty volumes.
+        """,
+    ).tag(config=True)
+
+    home_mount_path = Unicode(
+        "/home/jovyan",
+        help="Where the home volume is mounted in the container: the image user's home directory.",
+    ).tag(config=True)
+
+    fix_home_ownership = Bool(
+        True,
+        help="""Make a new home volume owned by the image's user before the first start.
+
+        Docker creates volume mount points owned by root when the image has no such directory, which leaves the
+        user unable to write their own home. When a home volume is created, a short-lived container from the same
+        image (as root, without network) gives it to the image's user. Existing volumes are never touched.
+        """,
+    ).tag(config=True)
+
+    network_name_template = Unicode(
+        names.NameTemplates.network,
+        help=f"Name of a server's private network (made when the database is on); {_TEMPLATE_FIELDS} are filled in.",
+    ).tag(config=True)
+
+    database_container_name_template = Unicode(
+        names.NameTemplates.database_container,
+        help=f"Name of a server's database container; {_TEMPLATE_FIELDS} are filled in.",
+    ).tag(config=True)
+
+    database_volume_name_template = Unicode(
+        names.NameTemplates.database_volume,
+        help=f"Name of a server's database data volume; {_TEMPLATE_FIELDS} are filled in.",
+    ).tag(config=True)
+
+    # -- environment --------------------------------------------------------------------------------------------
+
+    user_id_env = Unicode(
+        "USER_ID",
+        help="Name of the environment variable that tells the container whose it is. Empty: not set.",
+    ).tag(config=True)
+
+    user_id_template = Unicode(
+        "{raw_username}",
+        help="""Value of ``user_id_env``. Like every string in ``environment``, it may use ``{raw_username}`` (the
+        hub username as it is), ``{user}`` and ``{server}`` (their safe slugs), ``{raw_servername}``,
+        ``{username}`` (DockerSpawner's escaped form) and ``{prefix}``.""",
+    ).tag(config=True)
+
+    # -- performance --------------------------------------------------------------------------------------------
+
+    docker_api_concurrency = Int(
+        16,
+        min=1,
+        help="""How many Docker API calls may run at once, across all users. DockerSpawner runs them one at a
+        time; a class logging in together then waits in one queue. Read once, when the first server starts.""",
+    ).tag(config=True)
+
+    poll_view_max_age = Float(
+        None,
+        allow_none=True,
+        help="""How old (seconds) the shared list of containers that ``poll()`` reads may get before it is
+        refreshed. One refresh serves every user's poll. ``None``: ``poll_interval``.""",
+    ).tag(config=True)
+
+    stop_timeout = Int(
+        10,
+        min=0,
+        help="Seconds a container gets to exit after SIGTERM before Docker kills it.",
+    ).tag(config=True)
+
+    # -- security -----------------------------------------------------------------------------------------------
+
+    no_new_privileges = Bool(
+        True,
+        help="Set Docker's no-new-privileges: no process in the container can gain privileges (setuid, file caps).",
+    ).tag(config=True)
+
+    cap_drop = List(
+        Unicode(),
+        ["ALL"],
+        help="Linux capabilities dropped from the notebook container. The single-user server needs none.",
+    ).tag(config=True)
+
+    cap_add = List(
+        Unicode(),
+        [],
+        help="Capabilities added back to the notebook container (after ``cap_drop``), e.g. ``['CHOWN']``.",
+    ).tag(config=True)
+
+    pids_limit = Int(
+        1024,
+        min=0,
+        help="Most processes and threads a notebook container may have; stops fork bombs. 0: no limit.",
+    ).tag(config=True)
+
+    use_init = Bool(
+        True,
+        help="Run an init process (Docker's tini) as PID 1: signals reach the server, so stops are fast, and zombie "
+        "processes are reaped.",
+    ).tag(config=True)
+
+    allow_root = Bool(
+        False,
+        help="""Allow notebook containers to run as root. Off: a spawn whose image (or ``extra_create_kwargs``)
+        runs as root fails with a message saying so.""",
+    ).tag(config=True)
+
+    # -- database sidecar ---------------------------------------------------------------------------------------
+
+    database_enabled = Bool(
+        False,
+        help="""Give each server its own database container and private network. The notebook reaches the
+        database as ``database_hostname``; no other user can reach either.""",
+    ).tag(config=True)
+
+    database_image = Unicode(
+        "postgres:15",
+        help="Image of the database container. Any image with the official postgres image's interface works as "
+        "it is; see ``database_env`` and ``database_ready_command`` for others (MySQL, MariaDB).",
+    ).tag(config=True)
+
+    database_hostname = Unicode(
+        "db",
+        help="The name the notebook reaches its database by (a network alias on the private network).",
+    ).tag(config=True)
+
+    database_port = Int(5432, min=1, max=65535, help="The port the database listens on.").tag(config=True)
+
+    database_user = Unicode("jupyter", help="The database user made for the notebook.").tag(config=True)
+
+    database_name = Unicode("jupyter", help="The database made for the notebook.").tag(config=True)
+
+    database_url_scheme = Unicode(
+        "postgresql",
+        help="Scheme of ``DATABASE_URL`` given to the notebook (``mysql`` for MySQL, for instance).",
+    ).tag(config=True)
+
+    database_data_path = Unicode(
+        "/var/lib/postgresql/data",
+        help="Where the database keeps its data in its container; the data volume is mounted there.",
+    ).tag(config=True)
+
+    database_env = Dict(
+        {
+            "POSTGRES_USER": "{db_user}",
+            "POSTGRES_PASSWORD": "{db_password}",
+            "POSTGRES_DB": "{db_name}",
+        },
+        help="""Environment of the database container, with ``{db_user}``, ``{db_password}``, ``{db_name}`` and
+        ``{db_port}`` filled in. The default fits the official postgres image.""",
+    ).tag(config=True)
+
+    database_ready_command = List(
+        Unicode(),
+        ["pg_isready", "--quiet", "--host=127.0.0.1", "--port={db_port}"],
+        help="""Command run in the database container until it exits 0; the spawn finishes only then.
+        ``{db_*}`` fields are filled in. It must fail while the image's first-run setup is still going on.""",
+    ).tag(config=True)
+
+    database_ready_timeout = Float(
+        60,
+        min=1,
+        help="Seconds to wait for the database to be ready before the spawn fails (showing the database's logs).",
+    ).tag(config=True)
+
+    database_cpu_limit = Float(
+        None, allow_none=True, help="CPU limit of the database container, in cores. None: no limit."
+    ).tag(config=True)
+
+    database_mem_limit = Union(
+        [ByteSpecification(), Int()],
+        default_value=None,
+        allow_none=True,
+        help="Memory limit of the database container (e.g. ``'256M'``). None: no limit.",
+    ).tag(config=True)
+
+    database_cap_add = List(
+        Unicode(),
+        ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
+        help="Capabilities the database container keeps (all others are dropped): what the official postgres "
+        "image's entrypoint needs to prepare its data directory and switch to its own user.",
+    ).tag(config=True)
+
+    database_stop_signal = Unicode(
+        "SIGINT",
+        help="Signal that stops the database (SIGINT is postgres' fast shutdown; SIGTERM waits for clients).",
+    ).tag(config=True)
+
+    hub_container_name = Unicode(
+        "",
+        help="""When the hub runs in a container: its name. It is joined to every private user network, so the
+        hub and each notebook reach each other there. Leave empty with the hub on the host.""",
+    ).tag(config=True)
+
+    # -- validation ---------------------------------------------------------------------------------------------
+
+    @validate(
+        "home_volume_name_template",
+        "network_name_template",
+        "database_container_name_template",
+        "database_volume_name_template",
+    )
+    def _check_name_template(self, proposal):
+        template = proposal.value
+        if proposal.trait.name == "home_volume_name_template" and not template:
+            return template
+        # Filled with a long, awkward sample name: a template that breaks here breaks for someone.
+        fields = names.template_fields("jupyter", "Sample.User@example.org", "named-server")
+        names.render_name(template, fields, proposal.trait.name)
+        return template
+
+    @validate("database_env")
+    def _check_database_env(self, proposal):
+        for key, value in proposal.value.items():
+            if not isinstance(value, str):
+                raise ValueError(f"database_env[{key!r}] must be a string, not {value!r}")
+        return proposal.value

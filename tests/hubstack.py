@@ -1,0 +1,225 @@
+"""A real JupyterHub (with configurable-http-proxy) in a subprocess, driven through its REST API, and helpers to
+look inside the containers it makes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import requests
+
+SINGLEUSER_IMAGE = os.environ.get("MUS_SINGLEUSER_IMAGE", "multiuser-spawner/singleuser:latest")
+POSTGRES_IMAGE = os.environ.get("MUS_POSTGRES_IMAGE", "multiuser-spawner/postgres:15")
+JUPYTERHUB = str(Path(sys.executable).with_name("jupyterhub"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def docker0_address() -> str:
+    """The host's address on Docker's default bridge: where containers reach a hub running on the host."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True, check=True)
+    return out.stdout.split(" inet ", 1)[1].split("/", 1)[0]
+
+
+@dataclass
+class HubStack:
+    """One hub process. ``extra_config`` is appended to the generated config file."""
+
+    workdir: Path
+    prefix: str
+    users: dict[str, list[str]] = field(default_factory=dict)  # user -> groups
+    extra_config: str = ""
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    port: int = field(default_factory=free_port)
+    hub_port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/hub/api"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "jupyterhub.log"
+
+    def write_config(self) -> Path:
+        groups: dict[str, list[str]] = {}
+        for user, user_groups in self.users.items():
+            for group in user_groups:
+                groups.setdefault(group, []).append(user)
+        hub_ip = docker0_address()
+        config = textwrap.dedent(
+            f"""
+            c = get_config()  # noqa
+            c.JupyterHub.bind_url = {self.url!r}
+            c.JupyterHub.hub_ip = {hub_ip!r}
+            c.JupyterHub.hub_port = {self.hub_port}
+            c.JupyterHub.hub_connect_ip = {hub_ip!r}
+            c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
+            c.ConfigurableHTTPProxy.should_start = True
+            c.JupyterHub.cleanup_servers = False
+            c.JupyterHub.cleanup_proxy = True
+            c.JupyterHub.db_url = "sqlite:///{self.workdir}/jupyterhub.sqlite"
+            c.JupyterHub.cookie_secret_file = "{self.workdir}/cookie_secret"
+            c.ConfigurableHTTPProxy.pid_file = "{self.workdir}/proxy.pid"
+            c.JupyterHub.pid_file = "{self.workdir}/hub.pid"
+            c.JupyterHub.authenticator_class = "dummy"
+            c.DummyAuthenticator.password = "pw"
+            c.Authenticator.allowed_users = {set(self.users) | {"admin"}!r}
+            c.Authenticator.admin_users = {{"admin"}}
+            c.JupyterHub.load_groups = {{g: {{"users": u}} for g, u in {groups!r}.items()}}
+            c.JupyterHub.services = [{{"name": "tester", "api_token": {self.token!r}}}]
+            c.JupyterHub.load_roles = [{{"name": "tester", "scopes": ["admin:users", "admin:servers",
+                "admin:groups", "access:servers", "read:users", "list:users"], "services": ["tester"]}}]
+            c.JupyterHub.spawner_class = "multiuser"
+            c.Spawner.start_timeout = 90
+            c.Spawner.http_timeout = 60
+            c.MultiUserSpawner.image = {SINGLEUSER_IMAGE!r}
+            c.MultiUserSpawner.database_image = {POSTGRES_IMAGE!r}
+            c.MultiUserSpawner.prefix = {self.prefix!r}
+            """
+        )
+        path = self.workdir / "jupyterhub_config.py"
+        path.write_text(config + textwrap.dedent(self.extra_config))
+        return path
+
+    def start(self, timeout: float = 60) -> None:
+        config = self.write_config()
+        log = open(self.log_path, "a")  # noqa: SIM115 - kept open for the process's lifetime
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        self.process = subprocess.Popen(
+            [JUPYTERHUB, "-f", str(config)],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.api}/", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"hub did not answer in {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the hub (and its proxy); the user servers keep running (cleanup_servers is off)."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- REST API ---------------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}"}
+        return requests.request(method, f"{self.api}{path}", headers=headers, timeout=120, **kwargs)
+
+    def user(self, name: str) -> dict:
+        r = self.request("GET", f"/users/{name}")
+        r.raise_for_status()
+        return r.json()
+
+    def start_server(self, name: str, options: dict | None = None, server: str = "", timeout: float = 120) -> dict:
+        """Start a server and wait until the hub says it is ready; return the server's model."""
+        if (self.user(name)["servers"].get(server) or {}).get("ready") and options is None:
+            return self.wait_ready(name, server, timeout)  # already running: tests share servers where they can
+        path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
+        r = self.request("POST", path, json=options or {})
+        if r.status_code >= 400:
+            raise AssertionError(f"start of {name} refused: {r.status_code} {r.text}\n{self.log_tail()}")
+        return self.wait_ready(name, server, timeout)
+
+    def wait_ready(self, name: str, server: str = "", timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.user(name)["servers"].get(server)
+            if model and model.get("ready"):
+                return model
+            if not model:
+                raise AssertionError(f"server of {name} went away while starting:\n{self.log_tail()}")
+            time.sleep(0.25)
+        raise AssertionError(f"server of {name} not ready in {timeout} s:\n{self.log_tail()}")
+
+    def stop_server(self, name: str, server: str = "", timeout: float = 60) -> None:
+        path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
+        r = self.request("DELETE", path)
+        if r.status_code not in (202, 204, 400):  # 400: not running
+            raise AssertionError(f"stop of {name} refused: {r.status_code} {r.text}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server not in self.user(name)["servers"]:
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"server of {name} did not stop in {timeout} s:\n{self.log_tail()}")
+
+    def server_api(self, name: str, path: str, server: str = "") -> requests.Response:
+        """Call the user's single-user server through the proxy, as the hub's admin service."""
+        base = f"{self.url}/user/{name}/{server + '/' if server else ''}"
+        return requests.get(f"{base}{path}", headers={"Authorization": f"token {self.token}"}, timeout=30)
+
+
+def exec_in(container, cmd: str, user: str = "") -> tuple[int, str]:
+    """Run a shell command in a container; return (exit code, output)."""
+    result = container.exec_run(["sh", "-c", cmd], user=user, demux=False)
+    return result.exit_code, (result.output or b"").decode("utf-8", "replace")
+
+
+def cleanup_prefix(client: docker.DockerClient, prefix: str) -> None:
+    """Remove every container, network and volume whose name starts with ``prefix-``."""
+    start = f"{prefix}-"
+    for c in client.containers.list(all=True):
+        if c.name.startswith(start):
+            c.remove(force=True, v=True)
+    for n in client.networks.list():
+        if n.name.startswith(start):
+            n.remove()
+    for v in client.volumes.list():
+        if v.name.startswith(start):
+            v.remove(force=True)
+
+
+def dump_logs(client: docker.DockerClient, prefix: str) -> str:
+    out = []
+    for c in client.containers.list(all=True):
+        if c.name.startswith(f"{prefix}-"):
+            logs = c.logs(tail=40).decode("utf-8", "replace")
+            out.append(f"----- container {c.name} ({c.status}) -----\n{logs}")
+    return "\n".join(out)
