@@ -65,7 +65,6 @@ def make_hub(docker_client, tmp_path_factory, request):
         cleanup_prefix(docker_client, hub.prefix)
 
 
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
