@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 #: Label keys. Every object the spawner creates carries ``LABEL_MANAGED``, so the CLI and the shared container view
@@ -51,7 +52,9 @@ def safe_slug(raw: str, max_length: int) -> str:
         return raw
     digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LENGTH]
     stem_budget = max_length - len(digest) - 2
-    stem = _UNSAFE_RUN.sub("-", raw.lower()).strip("-")[:stem_budget].strip("-") or "x"
+    # Accents are folded (é → e) so the readable part stays readable; the hash keeps the name unique.
+    ascii_form = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode("ascii")
+    stem = _UNSAFE_RUN.sub("-", ascii_form.lower()).strip("-")[:stem_budget].strip("-") or "x"
     return f"{stem}--{digest}"
 
 

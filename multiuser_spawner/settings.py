@@ -203,9 +203,11 @@ class MultiUserSettings(Configurable):
 
     database_cap_add = List(
         Unicode(),
-        ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
-        help="Capabilities the database container keeps (all others are dropped): what the official postgres "
-        "image's entrypoint needs to prepare its data directory and switch to its own user.",
+        ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "KILL"],
+        help="""Capabilities the database container keeps (all others are dropped): what the official postgres
+        image's entrypoint needs to prepare its data directory and switch to its own user, and KILL, without which
+        the init process (root) cannot pass the stop signal on to the database (another user), so every stop
+        would end in a kill and a crash recovery.""",
     ).tag(config=True)
 
     database_stop_signal = Unicode(

@@ -28,6 +28,11 @@ LOG_LINES_ON_FAILURE = 20
 class SpawnFailed(RuntimeError):
     """A spawn step failed. The message (shown to the user on the spawn page) says which and why."""
 
+    def __init__(self, message: str):
+        super().__init__(message)
+        # JupyterHub shows this instead of "Internal Server Error" when a spawn fails within its request
+        self.jupyterhub_message = message
+
 
 class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     """One image, many users: a container, a home volume, limits and an optional private database per user."""

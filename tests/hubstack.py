@@ -3,6 +3,7 @@ look inside the containers it makes."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -223,3 +224,21 @@ def dump_logs(client: docker.DockerClient, prefix: str) -> str:
             logs = c.logs(tail=40).decode("utf-8", "replace")
             out.append(f"----- container {c.name} ({c.status}) -----\n{logs}")
     return "\n".join(out)
+
+
+def spawn_failure_message(hub: HubStack, name: str, timeout: float = 120) -> str:
+    """Start a server expected to fail; return the failure message from the progress event stream."""
+    r = hub.request("POST", f"/users/{name}/server", json={})
+    if r.status_code >= 400:  # failed quickly, within the request
+        return r.json()["message"]
+    assert r.status_code == 202, (r.status_code, r.text)
+    url = f"{hub.api}/users/{name}/server/progress"
+    with requests.get(url, headers={"Authorization": f"token {hub.token}"}, stream=True, timeout=timeout) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event.get("failed"):
+                    return event["message"]
+                if event.get("ready"):
+                    raise AssertionError(f"server of {name} started, but it should have failed")
+    raise AssertionError("progress stream ended without a failure")

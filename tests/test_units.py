@@ -1,0 +1,153 @@
+"""Pure pieces: the sidecar's environment, progress, the gateway's concurrency and the shared container view."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from multiuser_spawner import sidecar
+from multiuser_spawner.docker_gateway import ContainerView, DockerGateway, split_image_tag
+from multiuser_spawner.progress import SpawnProgress, pull_percent
+from multiuser_spawner.spawner import fill_template
+
+CREDS = sidecar.DatabaseCredentials(host="db", port=5432, user="jupyter", password="p@ss/w:rd", name="jupyter")
+
+
+def test_notebook_gets_every_database_variable():
+    assert sidecar.notebook_environment(CREDS) == {
+        "DATABASE_HOST": "db",
+        "DATABASE_PORT": "5432",
+        "DATABASE_USER": "jupyter",
+        "DATABASE_PASS": "p@ss/w:rd",
+        "DATABASE_PASSWORD": "p@ss/w:rd",
+        "DATABASE_NAME": "jupyter",
+        "DATABASE_URL": "postgresql://jupyter:p%40ss%2Fw%3Ard@db:5432/jupyter",
+        "PGHOST": "db",
+        "PGPORT": "5432",
+        "PGUSER": "jupyter",
+        "PGPASSWORD": "p@ss/w:rd",
+        "PGDATABASE": "jupyter",
+    }
+
+
+def test_database_env_templates():
+    env = sidecar.render_database_env({"MYSQL_PASSWORD": "{db_password}", "PORT": "{db_port}"}, CREDS)
+    assert env == {"MYSQL_PASSWORD": "p@ss/w:rd", "PORT": "5432"}
+
+
+def test_passwords_are_long_and_different():
+    passwords = {sidecar.new_password() for _ in range(100)}
+    assert len(passwords) == 100
+    assert all(len(p) >= 32 for p in passwords)
+
+
+def test_fill_template_leaves_non_templates_alone():
+    fields = {"raw_username": "alice"}
+    assert fill_template("{raw_username}", fields) == "alice"
+    assert fill_template('{"a": 1}', fields) == '{"a": 1}'
+    assert fill_template("{}", fields) == "{}"
+    assert fill_template("{0.x}", fields) == "{0.x}"
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("postgres:15", ("postgres", "15")),
+        ("postgres", ("postgres", "latest")),
+        ("reg.example:5000/a/b", ("reg.example:5000/a/b", "latest")),
+        ("reg.example:5000/a/b:2", ("reg.example:5000/a/b", "2")),
+    ],
+)
+def test_split_image_tag(image, expected):
+    assert split_image_tag(image) == expected
+
+
+async def test_progress_replays_to_each_reader_and_never_goes_back():
+    progress = SpawnProgress()
+    progress.stage("volume", "volume")
+    progress.stage("image", "late image message")  # stages may finish out of order
+    seen_a, seen_b = [], []
+
+    async def read(into):
+        async for event in progress.follow():
+            into.append(event.as_dict())
+            if event.message == "done":
+                return
+
+    readers = [asyncio.ensure_future(read(seen_a)), asyncio.ensure_future(read(seen_b))]
+    await asyncio.sleep(0)
+    progress.stage("server-starting", "done")
+    await asyncio.wait_for(asyncio.gather(*readers), 2)
+    assert (
+        seen_a
+        == seen_b
+        == [
+            {"progress": 40, "message": "volume"},
+            {"progress": 40, "message": "late image message"},
+            {"progress": 90, "message": "done"},
+        ]
+    )
+
+
+def test_pull_percent_moves_between_image_and_pulled():
+    assert pull_percent(0, 0) == 5
+    assert pull_percent(50, 100) == 17
+    assert pull_percent(200, 100) == 30
+
+
+class _CountingClient:
+    """Stands in for docker-py: records how many calls overlap."""
+
+    def __init__(self):
+        self.active = 0
+        self.most = 0
+        self.lock = threading.Lock()
+        self.list_calls = 0
+        self.containers_result: list[dict] = []
+
+    def slow(self):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.05)
+        with self.lock:
+            self.active -= 1
+
+    def containers(self, **kwargs):
+        self.list_calls += 1
+        time.sleep(0.01)
+        return self.containers_result
+
+
+async def test_gateway_runs_different_calls_concurrently_up_to_its_bound():
+    client = _CountingClient()
+    gateway = DockerGateway(client, concurrency=4, view_max_age=30)
+    await asyncio.gather(*(gateway.call("slow") for _ in range(12)))
+    assert client.most == 4
+
+
+async def test_container_view_shares_one_refresh_among_many_polls():
+    client = _CountingClient()
+    client.containers_result = [{"Names": [f"/c{i}"], "State": "running"} for i in range(100)]
+    gateway = DockerGateway(client, concurrency=4, view_max_age=30)
+    states = await asyncio.gather(*(gateway.view.state(f"c{i}") for i in range(100)))
+    assert all(s["State"] == "running" for s in states)
+    assert client.list_calls == 1
+    # a poll for a container started after the snapshot forces one new refresh
+    client.containers_result.append({"Names": ["/new"], "State": "running"})
+    assert await gateway.view.state("new", not_older_than=time.monotonic()) is not None
+    assert client.list_calls == 2
+
+
+async def test_container_view_refreshes_when_stale():
+    client = _CountingClient()
+    view = ContainerView(DockerGateway(client, concurrency=1, view_max_age=0.05), max_age=0.05)
+    client.containers_result = [{"Names": ["/a"], "State": "running"}]
+    assert (await view.state("a"))["State"] == "running"
+    client.containers_result = [{"Names": ["/a"], "State": "exited"}]
+    assert (await view.state("a"))["State"] == "running"  # still fresh
+    await asyncio.sleep(0.06)
+    assert (await view.state("a"))["State"] == "exited"
