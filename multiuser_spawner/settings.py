@@ -12,6 +12,7 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, validate
 from traitlets.config import Configurable
 
 from . import names
+from .profiles import parse_profiles
 
 _TEMPLATE_FIELDS = "``{prefix}``, ``{user}``, ``{server}`` and ``{server_suffix}``"
 
@@ -221,6 +222,23 @@ class MultiUserSettings(Configurable):
         hub and each notebook reach each other there. Leave empty with the hub on the host.""",
     ).tag(config=True)
 
+    # -- profiles -----------------------------------------------------------------------------------------------
+
+    profiles = List(
+        Dict(),
+        [],
+        help="""Profiles a user picks from on the spawn page (or with ``{"profile": "<slug>"}`` in the REST API).
+
+        Each is a dict with ``slug`` (required; lowercase letters, digits, dashes), ``display_name``,
+        ``description``, ``groups`` (hub groups that may use it; everyone when absent), ``default`` (the one
+        preselected) and ``spawner_override`` (settings it sets, as in ``group_overrides``: limits, guarantees,
+        ``image`` (from ``allowed_images`` when that is set), ``database_enabled``, ``environment``, ...).
+
+        Precedence: settings < ``group_overrides`` < the chosen profile. A user sees only the profiles their
+        groups allow, and the form only when there is more than one. Checked when the hub starts.
+        """,
+    ).tag(config=True)
+
     # -- validation ---------------------------------------------------------------------------------------------
 
     @validate(
@@ -237,6 +255,11 @@ class MultiUserSettings(Configurable):
         fields = names.template_fields("jupyter", "Sample.User@example.org", "named-server")
         names.render_name(template, fields, proposal.trait.name)
         return template
+
+    @validate("profiles")
+    def _check_profiles(self, proposal):
+        parse_profiles(proposal.value, type(self).class_trait_names(config=True))
+        return proposal.value
 
     @validate("database_env")
     def _check_database_env(self, proposal):

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from dockerspawner import DockerSpawner
+from tornado import web
 from traitlets import default
 
-from . import container_spec, home, names, network, sidecar
+from . import container_spec, home, names, network, profiles, sidecar
 from .docker_gateway import DockerGateway, DockerGatewayError
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
@@ -66,6 +67,47 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             names.validate_prefix(self.prefix)
         except ValueError as e:
             raise ValueError(f"c.MultiUserSpawner.prefix: {e}") from None
+        self._profiles()
+
+    # -- profiles: the hub's own options form, options_from_form and apply_user_options hooks -------------------
+
+    def _profiles(self) -> list[profiles.Profile]:
+        images = self.allowed_images if isinstance(self.allowed_images, dict | list) else None
+        return profiles.parse_profiles(self.profiles, type(self).class_trait_names(config=True), images)
+
+    def _available_profiles(self) -> list[profiles.Profile]:
+        return profiles.profiles_for(self._profiles(), (group.name for group in self.user.groups))
+
+    @default("options_form")
+    def _default_options_form(self):
+        if not self.profiles:
+            return super()._default_options_form()
+        return lambda spawner: profiles.render_form(spawner._available_profiles())
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        if not self.profiles:
+            return super()._default_options_from_form()
+        return profiles.options_from_form
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        if not self.profiles:
+            return None
+        return lambda spawner, user_options: spawner.apply_profile(user_options)
+
+    def apply_profile(self, user_options: dict[str, Any]) -> profiles.Profile:
+        """Apply the profile ``user_options`` chose (after group overrides, so the choice wins); refuse, with
+        HTTP 400 and nothing created, a choice the user may not make."""
+        all_profiles = self._profiles()
+        try:
+            chosen = profiles.choose(self._available_profiles(), all_profiles, user_options)
+        except profiles.ProfileChoiceError as e:
+            raise web.HTTPError(400, f"Invalid server options: {e}") from None
+        self.log.info("Applying profile %s for %s", chosen.slug, self._log_name)
+        # the hub's own mechanism, as for group_overrides: dicts merge, callables are called
+        self._apply_overrides(dict(chosen.spawner_override))
+        return chosen
 
     # -- Docker access: one bounded pool per hub instead of DockerSpawner's single thread ------------------------
 
