@@ -180,6 +180,9 @@ def database_container(
         "binds": {data_volume: {"bind": data_path, "mode": "rw"}},
         "network_mode": network,
         "auto_remove": auto_remove,
+        # A database that crashes or is killed from inside (out of memory, say) comes straight back and recovers
+        # from its log; one stopped by hand stays stopped until the server's next start.
+        "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 5},
     }
     host_config.update(resource_host_config(resources))
     host_config.update(security_host_config(security))

@@ -33,6 +33,18 @@ class DockerGatewayError(RuntimeError):
     """A Docker call failed; the message says which object and what Docker answered."""
 
 
+def ensure_ours(container: dict[str, Any]) -> dict[str, Any]:
+    """A container found under one of our names must carry our label: never reuse or remove another's."""
+    labels = container.get("Config", {}).get("Labels") or {}
+    if labels.get(LABEL_MANAGED) != "true":
+        name = container.get("Name", "").lstrip("/")
+        raise DockerGatewayError(
+            f"the container name {name} is taken by a container multiuser-spawner did not create; "
+            "an admin must rename or remove that container"
+        )
+    return container
+
+
 def describe_api_error(error: APIError) -> str:
     return getattr(error, "explanation", None) or str(error)
 
@@ -255,6 +267,14 @@ class DockerGateway:
 
     async def info(self) -> dict[str, Any]:
         return await self._run(self.client.info)
+
+    async def disk_usage(self) -> dict[str, Any]:
+        """Docker's ``system df``: images, containers and volumes with their sizes (``Volumes[].UsageData.Size``).
+        The engine walks every volume to answer, so this is slow on big hosts: only for admin tools."""
+        try:
+            return await self._run(self.client.df)
+        except APIError as e:
+            raise DockerGatewayError(f"reading Docker's disk usage failed: {describe_api_error(e)}") from e
 
 
 class ContainerView:

@@ -216,6 +216,13 @@ class MultiUserSettings(Configurable):
         help="Signal that stops the database (SIGINT is postgres' fast shutdown; SIGTERM waits for clients).",
     ).tag(config=True)
 
+    remove_volumes_on_delete = Bool(
+        False,
+        help="""When the hub deletes a user (or a named server), also remove their volumes: home and database data.
+        Off by default: deleting an account then never deletes anyone's work; ``multiuser-spawner gc
+        --volumes-of-deleted-users`` removes such volumes later, on purpose.""",
+    ).tag(config=True)
+
     hub_container_name = Unicode(
         "",
         help="""When the hub runs in a container: its name. It is joined to every private user network, so the

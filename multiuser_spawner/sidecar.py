@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from .container_spec import ContainerSpec
-from .docker_gateway import DockerGateway, DockerGatewayError
+from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours
 from .names import LABEL_DB_PASSWORD, ROLE_DATABASE_DATA, labels
 
 PASSWORD_BYTES = 24
@@ -94,6 +94,8 @@ async def start_database(gateway: DockerGateway, spec: ContainerSpec, recreate: 
     """Start the database container, creating it if needed (or anew, when ``recreate``); return its id."""
     name = spec.create["name"]
     existing = await gateway.inspect_container(name)
+    if existing is not None:
+        ensure_ours(existing)
     if existing is not None and recreate:
         await gateway.remove_container(name)
         existing = None

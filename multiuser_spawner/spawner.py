@@ -18,8 +18,8 @@ from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import default
 
-from . import container_spec, home, names, network, profiles, sidecar
-from .docker_gateway import DockerGateway, DockerGatewayError
+from . import cleanup, container_spec, home, names, network, profiles, sidecar, startup
+from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
 
@@ -204,8 +204,9 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 await self._wait_for_database(resources, progress)
             if self.post_start_cmd:
                 await self.post_start_exec()
-            progress.stage("server-starting", "Container started; waiting for the server to answer")
             ip, port = await self.get_ip_and_port()
+            progress.stage("server-starting", "Waiting for the server to listen")
+            await startup.wait_until_listening(self.gateway, resources.container, ip, port, self.http_timeout)
         except BaseException as error:
             if database_task is not None and not database_task.done():
                 database_task.cancel()
@@ -338,6 +339,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         progress: SpawnProgress,
     ) -> None:
         existing = await self.gateway.inspect_container(resources.container)
+        if existing is not None:
+            ensure_ours(existing)
         if existing is not None and self.remove:
             self.log.warning("Removing leftover container %s", resources.container)
             await self.gateway.remove_container(resources.container)
@@ -486,6 +489,20 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             await network.remove_user_network(self.gateway, resources.network, self.hub_container_name)
             self.object_id = ""
         self.clear_state()
+
+    async def delete_forever(self) -> None:
+        """The hub deletes this server (or its user): remove its containers and network, and its volumes only
+        when ``remove_volumes_on_delete`` says so. Only this hub's objects (by name prefix) are touched."""
+        removed = await cleanup.delete_user_resources(
+            self.gateway,
+            self.user.name,
+            remove_volumes=self.remove_volumes_on_delete,
+            hub_container=self.hub_container_name,
+            servername=self.name or "",
+            name_prefix=f"{self.prefix}-",
+            stop_timeout=self.stop_timeout,
+        )
+        self.log.info("Deleted %s: %s", self._log_name, ", ".join(removed) or "nothing was left")
 
 
 def fill_template(value: str, fields: dict[str, str]) -> str:

@@ -102,6 +102,7 @@ def test_database_container_is_private_and_unpublished():
         "binds": {"jupyter-alice_db": {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
         "network_mode": "jupyter-alice_net",
         "auto_remove": False,
+        "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 5},
         "mem_limit": 268435456,
         "init": True,
         "security_opt": ["no-new-privileges:true"],
