@@ -1,0 +1,342 @@
+"""``multiuser-spawner``: the admin's command line.
+
+- ``ls``: the project's containers, networks and volumes per user and server, with volume sizes;
+- ``gc``: remove what no running server needs (a dry run unless ``--yes``);
+- ``doctor``: check that the Docker host can run the spawner.
+
+Argument parsing and output live here; the decisions live in :mod:`.inventory`, :mod:`.hub_api` and
+:mod:`.doctor`, the Docker calls in :mod:`.docker_gateway`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from traitlets.config import Config, PyFileConfigLoader
+
+from . import cleanup, doctor, hub_api, inventory, names
+from .docker_gateway import DockerGateway, DockerGatewayError
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1  # a check failed, or something could not be removed
+EXIT_ERROR = 2  # the command could not run: bad arguments, Docker or the hub unreachable
+
+DOCKER_CONCURRENCY = 4
+
+
+class CLIError(RuntimeError):
+    """The command cannot run; the message says why and what to do."""
+
+
+# -- the hub's configuration ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSettings:
+    """The few settings of the hub the CLI needs, from its config file or the spawner's defaults."""
+
+    prefix: str
+    templates: names.NameTemplates
+    image: str
+    database_image: str
+    database_enabled: bool
+    hub_container: str
+
+
+def load_config(path: str) -> Config:
+    """Load ``jupyterhub_config.py`` the way the hub does (it is Python: it runs)."""
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"config file {path} does not exist")
+    try:
+        return PyFileConfigLoader(file.name, path=str(file.parent.resolve())).load_config()
+    except Exception as e:
+        raise CLIError(f"cannot load config file {path}: {e}") from e
+
+
+def configured(config: Config, trait: str, default: Any) -> Any:
+    """The value ``config`` gives MultiUserSpawner's ``trait``: the most derived class's section wins, as in
+    traitlets (so ``c.MultiUserSpawner.image`` beats ``c.DockerSpawner.image``). No spawner is built: that needs
+    a hub user."""
+    from .spawner import MultiUserSpawner
+
+    value = default
+    for section in MultiUserSpawner.section_names():
+        if section in config and trait in config[section]:
+            value = config[section][trait]
+    return value
+
+
+def hub_settings(config: Config) -> HubSettings:
+    from .spawner import MultiUserSpawner
+
+    traits = MultiUserSpawner.class_traits()
+
+    def setting(name: str) -> Any:
+        return configured(config, name, traits[name].default())
+
+    defaults = names.NameTemplates()
+    templates = names.NameTemplates(
+        # The spawner overrides DockerSpawner's name_template default, so the trait's own default would be wrong.
+        container=configured(config, "name_template", defaults.container),
+        home_volume=setting("home_volume_name_template"),
+        network=setting("network_name_template"),
+        database_container=setting("database_container_name_template"),
+        database_volume=setting("database_volume_name_template"),
+    )
+    return HubSettings(
+        prefix=setting("prefix"),
+        templates=templates,
+        image=setting("image"),
+        database_image=setting("database_image"),
+        database_enabled=bool(setting("database_enabled")),
+        hub_container=setting("hub_container_name"),
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> HubSettings:
+    settings = hub_settings(load_config(args.config) if args.config else Config())
+    if args.prefix:
+        settings = dataclasses.replace(settings, prefix=args.prefix)
+    try:
+        names.validate_prefix(settings.prefix)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    return settings
+
+
+def connect_docker() -> DockerGateway:
+    import docker.errors
+    from docker.utils import kwargs_from_env
+
+    try:
+        # DOCKER_HOST and friends are honoured, as by the docker command.
+        return DockerGateway.connect(kwargs_from_env(), concurrency=DOCKER_CONCURRENCY, view_max_age=5)
+    except docker.errors.DockerException as e:
+        raise CLIError(f"cannot reach the Docker engine: {e}") from e
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+
+
+def format_table(rows: Iterable[Sequence[str]], headers: Sequence[str] | None = None) -> str:
+    """Left-aligned columns two spaces apart, without trailing spaces."""
+    all_rows = ([list(headers)] if headers else []) + [list(row) for row in rows]
+    if not all_rows:
+        return ""
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(all_rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in all_rows]
+    return "\n".join(lines)
+
+
+def format_size(size: int | None) -> str:
+    """Decimal units, as ``docker system df`` shows them."""
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _cell(value: str) -> str:
+    # An empty user or server (the default server, a user-wide volume) would leave a hole in the columns.
+    return value or "-"
+
+
+def ls_rows(resources: Iterable[inventory.Resource], with_sizes: bool = True) -> list[list[str]]:
+    return [
+        [
+            _cell(r.user),
+            _cell(r.server),
+            r.kind,
+            _cell(r.role),
+            r.name,
+            r.state if r.kind == inventory.KIND_CONTAINER else "",
+            format_size(r.size) if with_sizes and r.kind == inventory.KIND_VOLUME else "",
+        ]
+        for r in resources
+    ]
+
+
+LS_HEADERS = ("USER", "SERVER", "KIND", "ROLE", "NAME", "STATE", "SIZE")
+
+
+def ls_summary(resources: Sequence[inventory.Resource]) -> str:
+    containers = [r for r in resources if r.kind == inventory.KIND_CONTAINER]
+    volumes = [r for r in resources if r.kind == inventory.KIND_VOLUME]
+    networks = len(resources) - len(containers) - len(volumes)
+    running = sum(1 for r in containers if r.state == "running")
+    known = [r.size for r in volumes if r.size is not None]
+    size = f" using {format_size(sum(known))}" if known else ""
+    users = len({r.user for r in resources})
+    return (
+        f"{users} user(s): {len(containers)} container(s) ({running} running), {networks} network(s), "
+        f"{len(volumes)} volume(s){size}"
+    )
+
+
+def gc_rows(orphans: Iterable[inventory.Orphan]) -> list[list[str]]:
+    return [
+        [o.resource.kind, o.resource.name, _cell(o.resource.user), _cell(o.resource.server), o.reason] for o in orphans
+    ]
+
+
+GC_HEADERS = ("KIND", "NAME", "USER", "SERVER", "REASON")
+
+
+def doctor_rows(results: Iterable[doctor.CheckResult]) -> list[list[str]]:
+    return [[r.status, r.name, r.detail] for r in results]
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+
+
+async def run_ls(args: argparse.Namespace, out: TextIO) -> int:
+    settings = settings_from_args(args)
+    gateway = connect_docker()
+    resources = await cleanup.list_resources(gateway, with_sizes=not args.no_sizes)
+    if not args.all:
+        resources = inventory.of_hub(resources, settings.prefix, settings.templates)
+    if args.json:
+        json.dump(inventory.as_json(resources), out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    if not resources:
+        scope = "on this Docker engine" if args.all else f"of the hub with prefix {settings.prefix!r}"
+        print(f"No objects {scope}.", file=out)
+        return EXIT_OK
+    print(format_table(ls_rows(resources, with_sizes=not args.no_sizes), LS_HEADERS), file=out)
+    print(f"\n{ls_summary(resources)}", file=out)
+    return EXIT_OK
+
+
+async def run_gc(args: argparse.Namespace, out: TextIO) -> int:
+    settings = settings_from_args(args)
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not token:
+        raise CLIError("set JUPYTERHUB_API_TOKEN to a hub API token with the scopes list:users and read:servers")
+    client = hub_api.HubClient(args.hub_url, token)
+    gateway = connect_docker()
+    # Docker is listed before the hub is asked: a server that starts in between has no container in the list yet,
+    # so it cannot be taken for an orphan.
+    resources = inventory.of_hub(await cleanup.list_resources(gateway), settings.prefix, settings.templates)
+    try:
+        state = await asyncio.to_thread(client.state, args.volumes_of_deleted_users)
+    except hub_api.HubAPIError as e:
+        raise CLIError(f"{e}; nothing was removed") from e
+    orphans = inventory.find_orphans(resources, state.running, state.users)
+    if not orphans:
+        print(f"No orphans among {len(resources)} object(s) of the hub with prefix {settings.prefix!r}.", file=out)
+        return EXIT_OK
+    if not args.yes:
+        print("Would remove (dry run; add --yes to remove):", file=out)
+        print(format_table(gc_rows(orphans), GC_HEADERS), file=out)
+        return EXIT_OK
+    hub_container = args.hub_container if args.hub_container is not None else settings.hub_container
+    report = await cleanup.remove_resources(
+        gateway, [o.resource for o in orphans], hub_container, stop_timeout=args.stop_timeout
+    )
+    return print_removal(report, out)
+
+
+def print_removal(report: cleanup.RemovalReport, out: TextIO) -> int:
+    for removed in report.removed:
+        print(f"removed {removed}", file=out)
+    for failure in report.failed:
+        print(f"FAILED  {failure}", file=out)
+    return EXIT_PROBLEM if report.failed else EXIT_OK
+
+
+async def run_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    settings = settings_from_args(args)
+    check_database = args.database_image is not None or settings.database_enabled
+    options = doctor.DoctorOptions(
+        image=args.image or settings.image,
+        database_image=(args.database_image or settings.database_image) if check_database else None,
+        hub_connect_url=args.hub_connect_url or "",
+        hub_container=args.hub_container if args.hub_container is not None else settings.hub_container,
+        prefix=settings.prefix,
+    )
+    try:
+        gateway = connect_docker()
+    except CLIError as e:
+        results = [doctor.CheckResult("docker engine", doctor.FAIL, str(e))]
+    else:
+        results = await doctor.run_checks(gateway, options)
+    print(format_table(doctor_rows(results)), file=out)
+    return EXIT_PROBLEM if any(r.failed for r in results) else EXIT_OK
+
+
+# -- arguments --------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-f", "--config", metavar="FILE", help="the hub's jupyterhub_config.py, to read the prefix, names and images"
+    )
+    common.add_argument("--prefix", help="the spawner's prefix (default: from the config file, else 'jupyter')")
+
+    parser = argparse.ArgumentParser(
+        prog="multiuser-spawner", description="Inspect and tidy the Docker objects of multiuser-spawner."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ls = commands.add_parser("ls", parents=[common], help="list containers, networks and volumes per user and server")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument("--all", action="store_true", help="every object with the project's label, of any hub")
+    ls.add_argument("--no-sizes", action="store_true", help="skip volume sizes (Docker walks every volume for them)")
+    ls.set_defaults(run=run_ls)
+
+    gc = commands.add_parser(
+        "gc", parents=[common], help="remove containers and networks no running server needs (dry run by default)"
+    )
+    gc.add_argument(
+        "--hub-url",
+        default=hub_api.default_api_url(),
+        help="the hub's API URL (default: $JUPYTERHUB_API_URL, $JUPYTERHUB_URL or %(default)s when unset); "
+        "the token comes from $JUPYTERHUB_API_TOKEN",
+    )
+    gc.add_argument("--yes", action="store_true", help="remove for real (default: only print what would go)")
+    gc.add_argument(
+        "--volumes-of-deleted-users",
+        action="store_true",
+        help="also remove the volumes (home, database data) of users the hub no longer has: their files are lost",
+    )
+    gc.add_argument("--stop-timeout", type=int, default=cleanup.DEFAULT_STOP_TIMEOUT, help="seconds to stop each")
+    gc.add_argument("--hub-container", default=None, help="the hub's container, if any (default: from the config)")
+    gc.set_defaults(run=run_gc)
+
+    dr = commands.add_parser("doctor", parents=[common], help="check that this Docker host can run the spawner")
+    dr.add_argument("--image", help="the notebook image (default: the configured image)")
+    dr.add_argument(
+        "--database-image", help="the database image (default: the configured one, checked if the database is on)"
+    )
+    dr.add_argument(
+        "--hub-connect-url", help="the hub's API as containers reach it, e.g. http://172.17.0.1:8081/hub/api"
+    )
+    dr.add_argument("--hub-container", default=None, help="the hub's container, if any (default: from the config)")
+    dr.set_defaults(run=run_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import docker.errors
+
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(args.run(args, sys.stdout))
+    except (CLIError, DockerGatewayError, docker.errors.DockerException) as e:
+        print(f"multiuser-spawner {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR

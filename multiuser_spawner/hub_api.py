@@ -1,0 +1,144 @@
+"""What the hub knows: which users exist and which of their servers run, from its REST API.
+
+The parsing is pure and tested on literal dicts; :class:`HubClient` only adds HTTP (the standard library's, so the
+CLI needs nothing beyond the spawner's own dependencies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
+DEFAULT_API_URL = "http://127.0.0.1:8000/hub/api"
+PAGE_SIZE = 200
+#: Without these, users' servers would be missing from the answers and every server would look stopped.
+REQUIRED_SCOPES = ("list:users", "read:servers")
+
+
+class HubAPIError(RuntimeError):
+    """The hub could not be asked, or its answer cannot be trusted; the message says why."""
+
+
+@dataclass(frozen=True)
+class HubState:
+    #: ``(user, server)`` of every server the hub has running, starting or stopping
+    running: frozenset[tuple[str, str]]
+    #: every user's name; ``None`` when not asked for
+    users: frozenset[str] | None = None
+
+
+def default_api_url(environ: Mapping[str, str] = os.environ) -> str:
+    """``JUPYTERHUB_API_URL`` (set for services the hub runs), else ``JUPYTERHUB_URL``, else the local default."""
+    return environ.get("JUPYTERHUB_API_URL") or environ.get("JUPYTERHUB_URL") or DEFAULT_API_URL
+
+
+def normalize_api_url(url: str) -> str:
+    """Accept the hub's public URL too: ``https://hub.example.org`` → ``https://hub.example.org/hub/api``."""
+    url = url.rstrip("/")
+    if not url.endswith("/api"):
+        url = f"{url}/api" if url.endswith("/hub") else f"{url}/hub/api"
+    return url
+
+
+def missing_scopes(token_scopes: Iterable[str]) -> list[str]:
+    """Required scopes the token lacks. A filtered scope (``list:users!group=x``) does not count: with it the hub
+    would hide other users' servers, which would then look like orphans."""
+    have = set(token_scopes)
+    return [scope for scope in REQUIRED_SCOPES if scope not in have]
+
+
+def page_items(payload: Any) -> tuple[list[dict[str, Any]], int | None]:
+    """The items of one page of a list answer and the offset of the next page (``None``: this was the last).
+
+    A hub that ignores the pagination media type answers with a plain list, which then is everything.
+    """
+    if isinstance(payload, list):
+        return payload, None
+    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
+        raise HubAPIError(f"unexpected answer from the hub (not a list of users): {str(payload)[:200]}")
+    following = (payload.get("_pagination") or {}).get("next")
+    return payload["items"], (int(following["offset"]) if following else None)
+
+
+def running_servers(user_models: Iterable[Mapping[str, Any]]) -> frozenset[tuple[str, str]]:
+    """``(user, server)`` for every server in the users' ``servers`` dicts (the hub lists only active ones there;
+    ``""`` is the default server)."""
+    running = set()
+    for model in user_models:
+        if "servers" not in model:
+            # The hub leaves the key out when the token may not read servers: guessing "none" would be fatal.
+            raise HubAPIError(
+                f"the hub did not show the servers of user {model.get('name')!r}: the token needs "
+                "the read:servers scope"
+            )
+        running.update((model["name"], server) for server in model["servers"] or {})
+    return frozenset(running)
+
+
+class HubClient:
+    def __init__(self, api_url: str, token: str, timeout: float = 30):
+        self.api_url = normalize_api_url(api_url)
+        self.token = token
+        self.timeout = timeout
+
+    def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        url = f"{self.api_url}{path}"
+        if params:
+            url = f"{url}?{urllib.parse.urlencode(params)}"
+        headers = {"Authorization": f"token {self.token}", "Accept": f"{PAGINATION_MEDIA_TYPE}, application/json"}
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as e:
+            raise HubAPIError(f"the hub refused GET {url}: HTTP {e.code} {e.reason}{_refusal_hint(e.code)}") from e
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise HubAPIError(f"cannot reach the hub API at {self.api_url}: {reason}") from e
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise HubAPIError(f"{url} did not answer with JSON: is it a JupyterHub API URL?") from e
+
+    def check_token(self) -> None:
+        """Fail unless the token may list all users and read all servers."""
+        model = self.get("/user")
+        lacking = missing_scopes(model.get("scopes") or [])
+        if lacking:
+            raise HubAPIError(
+                f"the API token lacks the scopes {', '.join(lacking)} (unfiltered); it has: "
+                f"{', '.join(model.get('scopes') or []) or 'none'}"
+            )
+
+    def list_users(self, state: str | None = None) -> list[dict[str, Any]]:
+        """All users (``state="active"``: only those with a server running, starting or stopping), page by page."""
+        users: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            params: dict[str, str | int] = {"offset": offset, "limit": PAGE_SIZE}
+            if state:
+                params["state"] = state
+            items, offset = page_items(self.get("/users", params))
+            users.extend(items)
+        return users
+
+    def state(self, include_users: bool) -> HubState:
+        self.check_token()
+        running = running_servers(self.list_users(state="active"))
+        users = frozenset(u["name"] for u in self.list_users()) if include_users else None
+        return HubState(running=running, users=users)
+
+
+def _refusal_hint(status: int) -> str:
+    if status in (401, 403):
+        return " (is JUPYTERHUB_API_TOKEN a valid token with the scopes list:users and read:servers?)"
+    if status == 404:
+        return " (is the URL the hub's API, ending in /hub/api?)"
+    return ""

@@ -1,0 +1,515 @@
+"""The CLI's decisions on literal data: grouping by labels, what belongs to a hub, what is an orphan, the hub's
+answers, the doctor's verdicts and the output. No Docker here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from traitlets.config import Config
+
+from multiuser_spawner import cleanup, cli, doctor, hub_api, inventory, names
+from multiuser_spawner.inventory import Orphan, Resource
+
+P = "jupyter"
+
+
+def lab(role: str, user: str, server: str = "") -> dict[str, str]:
+    return names.labels(role, user, server)
+
+
+CONTAINERS = [
+    {"Id": "c1", "Names": ["/jupyter-alice"], "State": "running", "Labels": lab("notebook", "alice")},
+    {"Id": "c2", "Names": ["/jupyter-alice.lab_db"], "State": "exited", "Labels": lab("database", "alice", "lab")},
+    {"Id": "c3", "Names": ["/someone-else"], "State": "running", "Labels": {"other": "x"}},
+    {"Id": "c4", "Names": ["/jupyter-bob"], "State": "exited", "Labels": lab("notebook", "bob")},
+]
+NETWORKS = [
+    {"Id": "n1", "Name": "jupyter-alice.lab_net", "Labels": lab("network", "alice", "lab")},
+    {"Id": "n2", "Name": "bridge", "Labels": None},
+]
+VOLUMES = [
+    {"Name": "jupyter-alice_home", "Labels": lab("home", "alice")},
+    {"Name": "jupyter-alice.lab_db", "Labels": lab("database-data", "alice", "lab")},
+    {"Name": "jupyter-carol_home", "Labels": lab("home", "carol")},
+    {"Name": "anonymous", "Labels": None},
+]
+DISK_USAGE = {
+    "Volumes": [
+        {"Name": "jupyter-alice_home", "UsageData": {"Size": 12_345_678, "RefCount": 1}},
+        {"Name": "jupyter-carol_home", "UsageData": {"Size": -1, "RefCount": 0}},
+        {"Name": "anonymous", "UsageData": None},
+    ]
+}
+
+
+@pytest.fixture
+def resources() -> list[Resource]:
+    return inventory.collect(CONTAINERS, NETWORKS, VOLUMES, inventory.volume_sizes(DISK_USAGE))
+
+
+def by_name(resources: list[Resource]) -> dict[str, list[Resource]]:
+    found: dict[str, list[Resource]] = {}
+    for r in resources:
+        found.setdefault(r.name, []).append(r)
+    return found
+
+
+# -- inventory ----------------------------------------------------------------------------------------------------
+
+
+def test_collect_keeps_only_labelled_objects_sorted_by_user_server_kind(resources):
+    assert [(r.user, r.server, r.kind, r.name) for r in resources] == [
+        ("alice", "", "container", "jupyter-alice"),
+        ("alice", "", "volume", "jupyter-alice_home"),
+        ("alice", "lab", "container", "jupyter-alice.lab_db"),
+        ("alice", "lab", "network", "jupyter-alice.lab_net"),
+        ("alice", "lab", "volume", "jupyter-alice.lab_db"),
+        ("bob", "", "container", "jupyter-bob"),
+        ("carol", "", "volume", "jupyter-carol_home"),
+    ]
+
+
+def test_resources_carry_state_size_and_ids(resources):
+    found = by_name(resources)
+    (notebook,) = found["jupyter-alice"]
+    assert (notebook.id, notebook.state, notebook.role, notebook.size) == ("c1", "running", "notebook", None)
+    (home,) = found["jupyter-alice_home"]
+    assert (home.id, home.size, home.role) == ("jupyter-alice_home", 12_345_678, "home")
+    # Docker's -1 ("not computed") becomes unknown, not a negative size
+    (carol,) = found["jupyter-carol_home"]
+    assert carol.size is None
+
+
+def test_volume_sizes_skips_unknown_sizes():
+    assert inventory.volume_sizes(DISK_USAGE) == {"jupyter-alice_home": 12_345_678}
+    assert inventory.volume_sizes({"Volumes": None}) == {}
+
+
+def test_objects_of_this_hub_are_named_exactly_as_its_templates_say():
+    templates = names.NameTemplates()
+
+    def resource(name: str, role: str, user: str, server: str = "") -> Resource:
+        return Resource(kind="container", name=name, id=name, user=user, server=server, role=role)
+
+    assert inventory.belongs_to_hub(resource("jupyter-alice", "notebook", "alice"), P, templates)
+    assert inventory.belongs_to_hub(resource("jupyter-alice.lab_net", "network", "alice", "lab"), P, templates)
+    escaped_home = f"jupyter-{names.safe_slug('A.B', names.MAX_USER_SLUG)}_home"
+    assert inventory.belongs_to_hub(resource(escaped_home, "home", "A.B"), P, templates)
+    # another hub whose prefix starts with ours: same user, but not our object
+    assert not inventory.belongs_to_hub(resource("jupyter-staging-alice", "notebook", "alice"), P, templates)
+    # a name that does not fit the labels (renamed by hand, or a template changed since)
+    assert not inventory.belongs_to_hub(resource("jupyter-bob", "notebook", "alice"), P, templates)
+    # no owner: never ours to touch
+    assert not inventory.belongs_to_hub(resource("jupyter-doctor_x_net", "network", ""), P, templates)
+
+
+def test_a_template_the_cli_cannot_fill_falls_back_to_the_prefix():
+    templates = names.NameTemplates(container="{prefix}-{username}")  # DockerSpawner's escaped name
+    r = Resource(kind="container", name="jupyter-alice", id="c", user="alice", server="", role="notebook")
+    assert inventory.expected_name(r, P, templates) is None
+    assert inventory.belongs_to_hub(r, P, templates)
+    assert not inventory.belongs_to_hub(r, "other", templates)
+
+
+def test_containers_and_networks_without_a_running_server_are_orphans(resources):
+    orphans = inventory.find_orphans(resources, running={("alice", "")})
+    assert [(o.resource.name, o.resource.kind, o.reason) for o in orphans] == [
+        ("jupyter-alice.lab_db", "container", inventory.REASON_NO_SERVER),
+        ("jupyter-alice.lab_net", "network", inventory.REASON_NO_SERVER),
+        ("jupyter-bob", "container", inventory.REASON_NO_SERVER),
+    ]
+
+
+def test_volumes_go_only_for_deleted_users_and_only_when_asked(resources):
+    everything_stopped = frozenset()
+    assert not [o for o in inventory.find_orphans(resources, everything_stopped) if o.resource.kind == "volume"]
+    orphans = inventory.find_orphans(resources, everything_stopped, existing_users={"alice", "bob"})
+    volumes = [o for o in orphans if o.resource.kind == "volume"]
+    assert [(o.resource.name, o.reason) for o in volumes] == [("jupyter-carol_home", inventory.REASON_DELETED_USER)]
+
+
+def test_a_volume_without_owner_is_never_an_orphan():
+    ownerless = Resource(kind="volume", name="jupyter-x", id="jupyter-x", user="", server="", role="home")
+    assert inventory.find_orphans([ownerless], frozenset(), existing_users=frozenset()) == []
+
+
+def test_select_for_user_by_server_volumes_and_prefix(resources):
+    def chosen(**kwargs) -> list[str]:
+        return [r.name for r in inventory.select_for_user(resources, "alice", **kwargs)]
+
+    assert chosen() == ["jupyter-alice", "jupyter-alice.lab_db", "jupyter-alice.lab_net"]
+    assert chosen(include_volumes=True) == [
+        "jupyter-alice",
+        "jupyter-alice_home",
+        "jupyter-alice.lab_db",
+        "jupyter-alice.lab_net",
+        "jupyter-alice.lab_db",
+    ]
+    assert chosen(servername="lab", include_volumes=True) == [
+        "jupyter-alice.lab_db",
+        "jupyter-alice.lab_net",
+        "jupyter-alice.lab_db",
+    ]
+    assert chosen(name_prefix="other-") == []
+
+
+def test_json_groups_by_user_then_server(resources):
+    document = inventory.as_json(resources)
+    json.dumps(document)  # serialisable as it is
+    assert [u["name"] for u in document["users"]] == ["alice", "bob", "carol"]
+    alice = document["users"][0]
+    assert [s["name"] for s in alice["servers"]] == ["", "lab"]
+    default, lab_server = alice["servers"]
+    assert default["containers"] == [{"name": "jupyter-alice", "id": "c1", "role": "notebook", "state": "running"}]
+    assert default["volumes"] == [
+        {"name": "jupyter-alice_home", "id": "jupyter-alice_home", "role": "home", "size": 12_345_678}
+    ]
+    assert default["networks"] == []
+    assert [n["name"] for n in lab_server["networks"]] == ["jupyter-alice.lab_net"]
+
+
+# -- the hub's answers --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://127.0.0.1:8081/hub/api", "http://127.0.0.1:8081/hub/api"),
+        ("http://127.0.0.1:8081/hub/api/", "http://127.0.0.1:8081/hub/api"),
+        ("https://hub.example.org", "https://hub.example.org/hub/api"),
+        ("https://hub.example.org/hub/", "https://hub.example.org/hub/api"),
+        ("https://example.org/jupyter/hub/api", "https://example.org/jupyter/hub/api"),
+    ],
+)
+def test_api_url_accepts_the_public_url(given, expected):
+    assert hub_api.normalize_api_url(given) == expected
+
+
+def test_default_api_url_from_environment():
+    assert hub_api.default_api_url({}) == hub_api.DEFAULT_API_URL
+    assert hub_api.default_api_url({"JUPYTERHUB_URL": "http://h"}) == "http://h"
+    assert hub_api.default_api_url({"JUPYTERHUB_URL": "http://h", "JUPYTERHUB_API_URL": "http://a/hub/api"}) == (
+        "http://a/hub/api"
+    )
+
+
+def test_filtered_scopes_do_not_count():
+    assert hub_api.missing_scopes(["list:users", "read:servers", "access:servers"]) == []
+    assert hub_api.missing_scopes(["list:users!group=class", "read:servers"]) == ["list:users"]
+    assert hub_api.missing_scopes([]) == ["list:users", "read:servers"]
+
+
+def test_page_items_follows_pagination_and_accepts_plain_lists():
+    page = {"items": [{"name": "a"}], "_pagination": {"offset": 0, "limit": 1, "total": 2, "next": {"offset": 1}}}
+    assert hub_api.page_items(page) == ([{"name": "a"}], 1)
+    last = {"items": [{"name": "b"}], "_pagination": {"offset": 1, "limit": 1, "total": 2, "next": None}}
+    assert hub_api.page_items(last) == ([{"name": "b"}], None)
+    assert hub_api.page_items([{"name": "c"}]) == ([{"name": "c"}], None)
+    with pytest.raises(hub_api.HubAPIError, match="unexpected answer"):
+        hub_api.page_items({"error": "?"})
+
+
+def test_running_servers_come_from_the_servers_dicts():
+    models = [
+        {"name": "alice", "servers": {"": {"ready": True}, "lab": {"ready": False, "pending": "spawn"}}},
+        {"name": "bob", "servers": {}},
+    ]
+    assert hub_api.running_servers(models) == {("alice", ""), ("alice", "lab")}
+
+
+def test_a_user_without_servers_key_means_the_token_cannot_see_them():
+    with pytest.raises(hub_api.HubAPIError, match="read:servers"):
+        hub_api.running_servers([{"name": "alice"}])
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Just enough of the hub's API: /user and a paginated /users, one user per page."""
+
+    users = [
+        {"name": "alice", "servers": {"": {}}},
+        {"name": "bob", "servers": {}},
+        {"name": "carol", "servers": {"x": {}}},
+    ]
+    scopes = ["list:users", "read:servers"]
+
+    def do_GET(self):  # noqa: N802 - the name http.server calls
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        if self.headers["Authorization"] != "token secret":
+            self._send(403, {"status": 403})
+        elif url.path == "/hub/api/user":
+            self._send(200, {"name": "cli", "scopes": self.scopes})
+        elif url.path == "/hub/api/users":
+            users = self.users
+            if query.get("state") == ["active"]:
+                users = [u for u in users if u["servers"]]
+            offset = int(query["offset"][0])
+            following = {"offset": offset + 1} if offset + 1 < len(users) else None
+            self._send(200, {"items": users[offset : offset + 1], "_pagination": {"next": following}})
+        else:
+            self._send(404, {})
+
+    def _send(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hub/api"
+    server.shutdown()
+    server.server_close()
+
+
+def test_hub_client_reads_every_page(fake_hub):
+    state = hub_api.HubClient(fake_hub, "secret").state(include_users=True)
+    assert state.running == {("alice", ""), ("carol", "x")}
+    assert state.users == {"alice", "bob", "carol"}
+    assert hub_api.HubClient(fake_hub, "secret").state(include_users=False).users is None
+
+
+def test_hub_client_refuses_a_bad_token_or_missing_scopes(fake_hub, monkeypatch):
+    with pytest.raises(hub_api.HubAPIError, match="HTTP 403"):
+        hub_api.HubClient(fake_hub, "wrong").state(include_users=False)
+    monkeypatch.setattr(FakeHub, "scopes", ["list:users!group=x", "read:servers"])
+    with pytest.raises(hub_api.HubAPIError, match="lacks the scopes list:users"):
+        hub_api.HubClient(fake_hub, "secret").state(include_users=False)
+
+
+def test_hub_client_says_when_the_hub_is_unreachable():
+    with pytest.raises(hub_api.HubAPIError, match="cannot reach the hub API at http://127.0.0.1:9/hub/api"):
+        hub_api.HubClient("http://127.0.0.1:9", "secret", timeout=5).state(include_users=False)
+
+
+# -- doctor -------------------------------------------------------------------------------------------------------
+
+
+def test_probe_names_cannot_be_a_users_objects():
+    probes = doctor.probe_names("jupyter", "abcd1234")
+    assert probes["net"] == "jupyter-doctor_abcd1234_net"
+    templates = names.NameTemplates()
+    for name in probes.values():
+        assert names.is_valid_docker_name(name)
+        assert name.startswith("jupyter-")
+        # even for a user literally called "doctor", whose objects have their own names
+        fields = names.template_fields("jupyter", "doctor", "")
+        assert name not in vars(names.resource_names(templates, fields)).values()
+
+
+def test_memory_probe_has_the_limit_without_swap_and_the_notebook_hardening():
+    spec = doctor.memory_probe_spec("p", "img")
+    assert spec.create["command"][:2] == ["python3", "-c"]
+    assert spec.create["network_disabled"] is True
+    assert spec.host_config["mem_limit"] == spec.host_config["memswap_limit"] == 64 * 2**20
+    assert spec.host_config["network_mode"] == "none"
+    assert spec.host_config["cap_drop"] == ["ALL"]
+    assert spec.host_config["security_opt"] == ["no-new-privileges:true"]
+    assert doctor.ALLOCATION > 2 * doctor.MEMORY_LIMIT
+
+
+def test_cpu_and_hub_probes():
+    cpu = doctor.cpu_probe_spec("p", "img")
+    assert (cpu.host_config["cpu_quota"], cpu.host_config["cpu_period"]) == (50_000, 100_000)
+    hub = doctor.hub_probe_spec("p", "img", "net", "http://172.17.0.1:8081/hub/api")
+    assert hub.host_config["network_mode"] == "net"
+    assert "network_disabled" not in hub.create
+    assert hub.create["command"][-1] == "http://172.17.0.1:8081/hub/api"
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "output", "status"),
+    [(137, "", doctor.OK), (0, "", doctor.FAIL), (1, "Traceback\nMemoryError\n", doctor.FAIL)],
+)
+def test_judge_memory(exit_code, output, status):
+    result = doctor.judge_memory(exit_code, output)
+    assert result.status == status
+    if exit_code == 1:
+        assert "MemoryError" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("output", "status"),
+    [("50000 100000\n", doctor.OK), ("50000\n100000\n", doctor.OK), ("max 100000\n", doctor.FAIL), ("", doctor.FAIL)],
+)
+def test_judge_cpu_reads_cgroup_v1_and_v2(output, status):
+    assert doctor.judge_cpu(0, output).status == status
+
+
+def test_judge_hub_shows_the_error():
+    assert doctor.judge_hub(0, "200\n", "u").status == doctor.OK
+    failed = doctor.judge_hub(1, "Traceback\nURLError: refused\n", "u")
+    assert (failed.status, failed.detail) == (doctor.FAIL, "u from a user network: URLError: refused")
+
+
+# -- the CLI's own logic ------------------------------------------------------------------------------------------
+
+
+def test_format_table_aligns_columns_without_trailing_spaces():
+    table = cli.format_table([["alice", "x", ""], ["b", "longer", "1"]], ["USER", "N", "S"])
+    assert table.splitlines() == ["USER   N       S", "alice  x", "b      longer  1"]
+    assert cli.format_table([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(None, "?"), (0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (12_345_678, "12.3 MB"), (5 * 10**15, "5000.0 TB")],
+)
+def test_format_size(size, text):
+    assert cli.format_size(size) == text
+
+
+def test_ls_rows_fill_empty_cells(resources):
+    rows = cli.ls_rows(resources)
+    assert rows[0] == ["alice", "-", "container", "notebook", "jupyter-alice", "running", ""]
+    assert rows[1] == ["alice", "-", "volume", "home", "jupyter-alice_home", "", "12.3 MB"]
+    summary = "3 user(s): 3 container(s) (1 running), 1 network(s), 3 volume(s) using 12.3 MB"
+    assert cli.ls_summary(resources) == summary
+
+
+def test_gc_rows():
+    r = Resource(kind="network", name="jupyter-bob_net", id="n", user="bob", server="", role="network")
+    assert cli.gc_rows([Orphan(r, "no running server")]) == [
+        ["network", "jupyter-bob_net", "bob", "-", "no running server"]
+    ]
+
+
+def test_settings_default_to_the_spawners():
+    settings = cli.hub_settings(Config())
+    assert settings.prefix == "jupyter"
+    assert settings.templates == names.NameTemplates()
+    assert settings.database_image == "postgres:15"
+    assert not settings.database_enabled
+
+
+def test_settings_follow_the_class_hierarchy_like_traitlets():
+    config = Config()
+    config.DockerSpawner.image = "base:1"
+    config.DockerSpawner.prefix = "hub"
+    config.MultiUserSpawner.image = "mine:2"
+    config.MultiUserSpawner.database_enabled = True
+    config.MultiUserSpawner.home_volume_name_template = "{prefix}-{user}{server_suffix}_home"
+    settings = cli.hub_settings(config)
+    assert (settings.image, settings.prefix, settings.database_enabled) == ("mine:2", "hub", True)
+    assert settings.templates.home_volume == "{prefix}-{user}{server_suffix}_home"
+
+
+def test_settings_from_a_config_file_and_prefix_option(tmp_path):
+    config_file = tmp_path / "jupyterhub_config.py"
+    config_file.write_text("c = get_config()\nc.MultiUserSpawner.prefix = 'lab'\nc.Spawner.cmd = ['x']\n")
+    args = cli.build_parser().parse_args(["ls", "-f", str(config_file)])
+    assert cli.settings_from_args(args).prefix == "lab"
+    args = cli.build_parser().parse_args(["ls", "-f", str(config_file), "--prefix", "other"])
+    assert cli.settings_from_args(args).prefix == "other"
+    with pytest.raises(cli.CLIError, match="must be"):
+        cli.settings_from_args(cli.build_parser().parse_args(["ls", "--prefix", "Bad_Prefix"]))
+    with pytest.raises(cli.CLIError, match="does not exist"):
+        cli.settings_from_args(cli.build_parser().parse_args(["ls", "-f", str(tmp_path / "missing.py")]))
+
+
+def test_gc_is_a_dry_run_that_keeps_volumes_unless_told_otherwise():
+    args = cli.build_parser().parse_args(["gc"])
+    assert (args.yes, args.volumes_of_deleted_users) == (False, False)
+    args = cli.build_parser().parse_args(["gc", "--yes", "--volumes-of-deleted-users"])
+    assert (args.yes, args.volumes_of_deleted_users) == (True, True)
+
+
+def test_gc_without_a_token_is_an_error(monkeypatch, capsys):
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    assert cli.main(["gc", "--hub-url", "http://127.0.0.1:9/hub/api"]) == cli.EXIT_ERROR
+    assert "JUPYTERHUB_API_TOKEN" in capsys.readouterr().err
+
+
+def test_notebook_objects_sort_before_database_objects():
+    def r(kind: str, role: str, name: str) -> Resource:
+        return Resource(kind=kind, name=name, id=name, user="u", server="", role=role)
+
+    unsorted = [r("volume", "database-data", "a"), r("container", "database", "b"), r("volume", "home", "c")]
+    unsorted += [r("container", "notebook", "d"), r("network", "network", "e")]
+    assert [x.name for x in sorted(unsorted, key=lambda x: x.sort_key)] == ["d", "b", "e", "c", "a"]
+
+
+def test_ls_rows_without_sizes_leave_the_column_empty(resources):
+    assert all(row[-1] == "" for row in cli.ls_rows(resources, with_sizes=False))
+
+
+# -- removal order and failures, against a stand-in for the gateway ----------------------------------------------
+
+
+class RecordingGateway:
+    """Records the calls :func:`cleanup.remove_resources` makes; fails on names in ``broken``."""
+
+    def __init__(self, broken: set[str] | None = None):
+        self.calls: list[tuple[str, str]] = []
+        self.broken = broken or set()
+
+    async def _record(self, call: str, target: str) -> None:
+        self.calls.append((call, target))
+        if target in self.broken:
+            raise cleanup.DockerGatewayError(f"{target} is busy")
+
+    async def stop_container(self, name_or_id: str, timeout: int) -> bool:
+        await self._record("stop", name_or_id)
+        return True
+
+    async def remove_container(self, name_or_id: str) -> None:
+        await self._record("remove_container", name_or_id)
+
+    async def remove_network(self, name: str) -> None:
+        await self._record("remove_network", name)
+
+    async def disconnect_network(self, network: str, container: str) -> None:
+        await self._record("disconnect", f"{container} from {network}")
+
+    async def remove_volume(self, name: str) -> None:
+        await self._record("remove_volume", name)
+
+
+def removable() -> list[Resource]:
+    return [
+        Resource(kind="volume", name="v", id="v", user="u", server="", role="home"),
+        Resource(kind="network", name="n", id="n-id", user="u", server="", role="network"),
+        Resource(kind="container", name="c", id="c-id", user="u", server="", role="notebook"),
+    ]
+
+
+async def test_containers_go_first_by_id_then_networks_then_volumes():
+    gateway = RecordingGateway()
+    report = await cleanup.remove_resources(gateway, removable(), hub_container="hub")
+    assert gateway.calls == [
+        ("stop", "c-id"),
+        ("remove_container", "c-id"),
+        ("disconnect", "hub from n-id"),
+        ("remove_network", "n-id"),
+        ("remove_volume", "v"),
+    ]
+    assert report.removed == ["container c", "network n", "volume v"]
+    assert report.failed == []
+
+
+async def test_a_failure_is_reported_and_the_rest_still_goes():
+    gateway = RecordingGateway(broken={"n-id"})
+    report = await cleanup.remove_resources(gateway, removable())
+    assert report.removed == ["container c", "volume v"]
+    assert report.failed == ["network n: n-id is busy"]
+
+
+def test_a_failed_removal_makes_the_exit_status_non_zero(capsys):
+    report = cleanup.RemovalReport(removed=["container c"], failed=["network n: busy"])
+    assert cli.print_removal(report, sys.stdout) == cli.EXIT_PROBLEM
+    assert capsys.readouterr().out.splitlines() == ["removed container c", "FAILED  network n: busy"]
+    assert cli.print_removal(cleanup.RemovalReport(removed=["volume v"]), sys.stdout) == cli.EXIT_OK
