@@ -33,10 +33,15 @@ class DockerGatewayError(RuntimeError):
     """A Docker call failed; the message says which object and what Docker answered."""
 
 
+def is_ours(obj: dict[str, Any]) -> bool:
+    """Whether an inspected container, network or volume carries the project's label."""
+    labels = obj.get("Labels") or (obj.get("Config") or {}).get("Labels") or {}
+    return labels.get(LABEL_MANAGED) == "true"
+
+
 def ensure_ours(container: dict[str, Any]) -> dict[str, Any]:
     """A container found under one of our names must carry our label: never reuse or remove another's."""
-    labels = container.get("Config", {}).get("Labels") or {}
-    if labels.get(LABEL_MANAGED) != "true":
+    if not is_ours(container):
         name = container.get("Name", "").lstrip("/")
         raise DockerGatewayError(
             f"the container name {name} is taken by a container multiuser-spawner did not create; "

@@ -19,11 +19,15 @@ from tornado import web
 from traitlets import default
 
 from . import cleanup, container_spec, home, names, network, profiles, sidecar, startup
-from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours
+from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours, is_ours
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
 
 LOG_LINES_ON_FAILURE = 20
+
+
+class SpawnCancelled(RuntimeError):
+    """The user stopped the server while it was starting."""
 
 
 class SpawnFailed(RuntimeError):
@@ -43,6 +47,11 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     _progress: SpawnProgress | None = None
     _started_at: float = float("-inf")
     _db_credentials: sidecar.DatabaseCredentials | None = None
+    _start_task: asyncio.Task | None = None
+    _cancel_requested = False
+    _waiting = False
+    _database_ready = False
+    _database_volume_new = False
 
     # -- DockerSpawner defaults this product changes ------------------------------------------------------------
 
@@ -144,6 +153,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
 
     @default("object_name")
     def _object_name_default(self) -> str:
+        if self.user is None:  # a spawner made only to check the configuration (validate_config)
+            return ""
         return names.render_name(self.name_template, self.template_namespace(), "name_template")
 
     @property
@@ -182,13 +193,36 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     # -- start ---------------------------------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
+        # The hub cancels start() when the user stops a server that is still starting, then calls stop() a second
+        # later. A Docker call under way cannot be called back, and a database interrupted in its first
+        # initialisation is broken for good, so the work runs in its own task: a cancel only asks it to stop at its
+        # next step (at once, while it merely waits) and undo what it made; stop() waits for that.
+        self._cancel_requested = False
+        self._start_task = task = asyncio.ensure_future(self._start())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its error is the spawn's, not a leak
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._cancel_requested = True
+            if self._waiting:
+                task.cancel()
+            raise
+
+    def _checkpoint(self) -> None:
+        if self._cancel_requested:
+            raise SpawnCancelled("the spawn was cancelled")
+
+    async def _start(self) -> tuple[str, int]:
         self._progress = progress = SpawnProgress()
+        self._database_ready = False
+        self._database_volume_new = False
         self.check_settings()
         resources = self.resource_names
         created: list[tuple[str, str]] = []  # (kind, name) made by this attempt, undone if it fails
         database_task: asyncio.Task | None = None
         try:
             image_info = await self._ensure_image(progress)
+            self._checkpoint()
             if self.database_enabled:
                 # The notebook's environment needs the credentials, which live on the data volume: make the
                 # network and the volume first (both quick), then start the database beside the notebook.
@@ -196,27 +230,41 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                     self._prepare_private_network(resources, created, progress),
                     self._prepare_database_volume(resources),
                 )
+                self._checkpoint()
                 database_task = asyncio.ensure_future(self._start_database(resources, created, progress))
             await self._prepare_home(resources, image_info, progress)
+            self._checkpoint()
             await self._start_notebook(resources, image_info, created, progress)
             if database_task is not None:
                 await database_task
-                await self._wait_for_database(resources, progress)
+                self._checkpoint()
+                await self._waiting_for(self._wait_for_database(resources, progress))
             if self.post_start_cmd:
                 await self.post_start_exec()
             ip, port = await self.get_ip_and_port()
+            self._checkpoint()
             progress.stage("server-starting", "Waiting for the server to listen")
-            await startup.wait_until_listening(self.gateway, resources.container, ip, port, self.http_timeout)
+            await self._waiting_for(
+                startup.wait_until_listening(self.gateway, resources.container, ip, port, self.http_timeout)
+            )
         except BaseException as error:
-            if database_task is not None and not database_task.done():
-                database_task.cancel()
+            if database_task is not None:
+                # let its Docker calls land, so that the undo below sees (and removes) what they made
                 await asyncio.gather(database_task, return_exceptions=True)
-            await self._undo(created)
+            await self._undo(created, resources)
             if isinstance(error, DockerGatewayError):
                 raise SpawnFailed(str(error)) from error
             raise
         self._started_at = time.monotonic()
         return ip, port
+
+    async def _waiting_for(self, wait: Any) -> None:
+        """Run a step that only waits (no Docker object is made in it), so a cancelled spawn may interrupt it."""
+        self._waiting = True
+        try:
+            await wait
+        finally:
+            self._waiting = False
 
     async def _ensure_image(self, progress: SpawnProgress) -> dict[str, Any]:
         image_option = self.user_options.get("image")
@@ -282,7 +330,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         progress.stage("network", f"Private network {resources.network} is ready")
 
     async def _prepare_database_volume(self, resources: names.ResourceNames) -> None:
-        password, _ = await sidecar.ensure_data_volume(
+        password, self._database_volume_new = await sidecar.ensure_data_volume(
             self.gateway, resources.database_volume, self.user.name, self.name or ""
         )
         self._db_credentials = sidecar.DatabaseCredentials(
@@ -329,6 +377,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         fields = self._db_credentials.template_fields()
         command = [fill_template(part, fields) for part in self.database_ready_command]
         await sidecar.wait_until_ready(self.gateway, resources.database_container, command, self.database_ready_timeout)
+        self._database_ready = True
         progress.stage("database-ready", "Database is accepting connections")
 
     async def _start_notebook(
@@ -433,17 +482,31 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             return self.get_network_ip(info["NetworkSettings"]), self.port
         return await super().get_ip_and_port()
 
-    async def _undo(self, created: list[tuple[str, str]]) -> None:
-        """Remove what a failed spawn made, newest first, after collecting the logs worth showing."""
+    async def _undo(self, created: list[tuple[str, str]], resources: names.ResourceNames) -> None:
+        """Remove what a failed or cancelled spawn made, newest first. The database gets a clean shutdown, and a
+        first initialisation is let finish: a database killed half-way through it could never start again."""
         for kind, name in reversed(created):
             try:
-                if kind == "container":
+                if kind == "container" and name == resources.database_container:
+                    if self._database_volume_new and not self._database_ready:
+                        await self._let_database_initialise(name)
+                    await self.gateway.stop_container(name, self.stop_timeout)
+                    await self.gateway.remove_container(name)
+                elif kind == "container":
                     await self.gateway.remove_container(name)
                 elif kind == "network":
                     await network.remove_user_network(self.gateway, name, self.hub_container_name)
             except Exception:
                 self.log.exception("Could not clean up %s %s after a failed spawn", kind, name)
         self.object_id = ""
+
+    async def _let_database_initialise(self, container: str) -> None:
+        fields = self._db_credentials.template_fields()
+        command = [fill_template(part, fields) for part in self.database_ready_command]
+        try:
+            await sidecar.wait_until_ready(self.gateway, container, command, self.database_ready_timeout)
+        except DockerGatewayError as e:
+            self.log.warning("Database %s did not finish its first start: %s", container, e)
 
     # -- progress, poll, stop ------------------------------------------------------------------------------------
 
@@ -456,6 +519,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     async def poll(self) -> int | None:
         """None while the container runs, else its exit code (0 when it is gone). Reads the shared container
         list, so a hundred servers' polls cost one Docker request per refresh."""
+        if self._start_task is not None and not self._start_task.done():
+            # a start, or the undoing of a cancelled one, is still at work: report it running so the hub's stop()
+            # comes and waits for it instead of leaving its objects behind
+            return None
         name = self.object_name
         if not name:
             return 0
@@ -475,18 +542,24 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         return int(state.get("ExitCode") or 0)
 
     async def stop(self, now: bool = False) -> None:
+        if self._start_task is not None and not self._start_task.done():
+            # a cancelled start is still undoing what it made: let it finish first
+            await asyncio.gather(self._start_task, return_exceptions=True)
         resources = self.resource_names
         timeout = 0 if now else self.stop_timeout
-        await asyncio.gather(
-            self.gateway.stop_container(resources.container, timeout),
-            self.gateway.stop_container(resources.database_container, timeout),
+        # Only what carries our label: after a spawn refused because a stranger holds one of our names, the hub
+        # calls stop(), and the stranger must be left alone.
+        found = await asyncio.gather(
+            self.gateway.inspect_container(resources.container),
+            self.gateway.inspect_container(resources.database_container),
         )
+        ours = [info["Id"] for info in found if info is not None and is_ours(info)]
+        await asyncio.gather(*(self.gateway.stop_container(c, timeout) for c in ours))
         if self.remove:
-            await asyncio.gather(
-                self.gateway.remove_container(resources.container),
-                self.gateway.remove_container(resources.database_container),
-            )
-            await network.remove_user_network(self.gateway, resources.network, self.hub_container_name)
+            await asyncio.gather(*(self.gateway.remove_container(c) for c in ours))
+            user_network = await self.gateway.inspect_network(resources.network)
+            if user_network is not None and is_ours(user_network):
+                await network.remove_user_network(self.gateway, resources.network, self.hub_container_name)
             self.object_id = ""
         self.clear_state()
 

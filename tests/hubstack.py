@@ -231,7 +231,8 @@ def spawn_failure_message(hub: HubStack, name: str, timeout: float = 120) -> str
     r = hub.request("POST", f"/users/{name}/server", json={})
     if r.status_code >= 400:  # failed quickly, within the request
         return r.json()["message"]
-    assert r.status_code == 202, (r.status_code, r.text)
+    # 202: still starting; 201 can also mean "failed before the hub looked": the progress stream tells either way
+    assert r.status_code in (201, 202), (r.status_code, r.text)
     url = f"{hub.api}/users/{name}/server/progress"
     with requests.get(url, headers={"Authorization": f"token {hub.token}"}, stream=True, timeout=timeout) as stream:
         for line in stream.iter_lines(decode_unicode=True):
