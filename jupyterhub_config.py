@@ -1,0 +1,76 @@
+"""Example hub configuration, used by ``bash scripts/demo``.
+
+Two tiers of users share one image: students get a small share of the machine, staff a bigger one and a private
+Postgres database each. Environment variables: ``DEMO_PASSWORD`` (default ``demo``), ``DEMO_IMAGE``,
+``DEMO_DATABASE_IMAGE`` and ``HUB_CONNECT_IP`` (the host's docker0 address; scripts/demo finds it).
+"""
+
+import os
+
+c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+
+# State files go in one ignored directory, so a demo run leaves the checkout clean and `rm -rf .demo` resets it.
+os.makedirs(".demo", exist_ok=True)
+c.JupyterHub.db_url = "sqlite:///.demo/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = ".demo/jupyterhub_cookie_secret"
+c.ConfigurableHTTPProxy.pid_file = ".demo/jupyterhub-proxy.pid"
+
+# Only this machine can open the demo: the shared password below is no protection on a network.
+c.JupyterHub.bind_url = "http://127.0.0.1:8000"
+
+# Containers call the hub's API. Listening on the docker0 bridge address reaches them without exposing the API on
+# every interface, as hub_ip = "0.0.0.0" would.
+hub_connect_ip = os.environ.get("HUB_CONNECT_IP", "172.17.0.1")
+c.JupyterHub.hub_ip = hub_connect_ip
+c.JupyterHub.hub_connect_ip = hub_connect_ip
+
+# Demo logins: one shared password, and only the listed users may log in. Use a real authenticator in production.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ.get("DEMO_PASSWORD", "demo")
+c.Authenticator.allowed_users = {"student1", "staff1"}
+c.Authenticator.admin_users = {"admin"}
+
+# Hub groups decide each user's tier (group_overrides below); a real deployment would get them from its
+# authenticator or manage them in the admin page.
+c.JupyterHub.load_groups = {
+    "students": {"users": ["student1"]},
+    "staff": {"users": ["staff1"]},
+}
+
+# One image for everyone; each user gets their own container and a home volume that outlives it.
+c.JupyterHub.spawner_class = "multiuser"
+c.MultiUserSpawner.image = os.environ.get("DEMO_IMAGE", "multiuser-spawner/singleuser:latest")
+c.MultiUserSpawner.database_image = os.environ.get("DEMO_DATABASE_IMAGE", "multiuser-spawner/postgres:15")
+
+# A staff server's first start also initialises its database, which takes longer than the default allows.
+c.Spawner.start_timeout = 120
+
+# Tiers by group. Limits are hard caps; guarantees are what a user keeps when the machine is busy. Overrides apply
+# in key order, so a user in both groups ends up with the staff tier.
+c.MultiUserSpawner.group_overrides = {
+    "10-students": {
+        "groups": ["students"],
+        "spawner_override": {
+            "cpu_limit": 0.5,
+            "mem_limit": "512M",
+            "cpu_guarantee": 0.25,
+            "mem_guarantee": "256M",
+        },
+    },
+    "20-staff": {
+        "groups": ["staff"],
+        "spawner_override": {
+            "cpu_limit": 1.0,
+            "mem_limit": "1G",
+            "cpu_guarantee": 0.5,
+            "mem_guarantee": "512M",
+            # each staff server gets its own Postgres on a private network
+            "database_enabled": True,
+        },
+    },
+}
+
+# Check the spawner settings now: a mistake stops the hub at start, naming the setting, not at a user's first spawn.
+from multiuser_spawner import validate_config  # noqa: E402 - after the settings it checks
+
+validate_config(c)
