@@ -168,6 +168,7 @@ def _restart_dockerd() -> None:
     pid = _dockerd_pid()
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         cmdline = f.read().split(b"\0")[:-1]
+    cmdline[0] = os.readlink(f"/proc/{pid}/exe").encode()  # started by a bare name, perhaps: use the real path
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 90
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
