@@ -145,3 +145,33 @@ def test_database_that_never_gets_ready_fails_the_spawn_with_its_logs(hub, docke
     prefix = f"{hub.prefix}-eve"
     assert not [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(prefix)]
     assert not [n.name for n in docker_client.networks.list() if n.name.startswith(prefix)]
+
+
+def test_hub_in_a_container_joins_each_user_network(make_hub, docker_client):
+    # A stand-in for a hub running in a container: the spawner joins it to the user's private network, where it
+    # and the notebook reach each other by name and address; it leaves the network when the server stops.
+    standin = docker_client.containers.run(
+        "multiuser-spawner/singleuser:latest", ["sleep", "600"], name="tstandin-hub", detach=True
+    )
+    try:
+        hub = make_hub(
+            {"cat": []},
+            'c.MultiUserSpawner.database_enabled = True\nc.MultiUserSpawner.hub_container_name = "tstandin-hub"\n',
+        )
+        hub.start_server("cat")
+        net = f"{hub.prefix}-cat_net"
+        standin.reload()
+        assert net in standin.attrs["NetworkSettings"]["Networks"]
+        nb = docker_client.containers.get(f"{hub.prefix}-cat")
+        nb_ip = nb.attrs["NetworkSettings"]["Networks"][net]["IPAddress"]
+        code, out = exec_in(
+            standin, f"python3 -c \"import socket; socket.create_connection(('{nb_ip}', 8888), timeout=5)\""
+        )
+        assert code == 0, out
+        assert exec_in(nb, "getent hosts tstandin-hub")[0] == 0
+        hub.stop_server("cat")
+        standin.reload()
+        assert net not in standin.attrs["NetworkSettings"]["Networks"]
+        assert not docker_client.networks.list(names=[net])
+    finally:
+        standin.remove(force=True)
