@@ -115,11 +115,10 @@ def settings_from_args(args: argparse.Namespace) -> HubSettings:
 
 def connect_docker() -> DockerGateway:
     import docker.errors
-    from docker.utils import kwargs_from_env
 
     try:
         # DOCKER_HOST and friends are honoured, as by the docker command.
-        return DockerGateway.connect(kwargs_from_env(), concurrency=DOCKER_CONCURRENCY, view_max_age=5)
+        return DockerGateway.connect({}, concurrency=DOCKER_CONCURRENCY, view_max_age=5)
     except docker.errors.DockerException as e:
         raise CLIError(f"cannot reach the Docker engine: {e}") from e
 

@@ -20,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
+import docker.tls
 from docker.errors import APIError, NotFound
+from docker.utils import kwargs_from_env
 
 from .container_spec import ContainerSpec
 from .names import LABEL_MANAGED
@@ -62,9 +64,19 @@ class DockerGateway:
         self.view = ContainerView(self, max_age=view_max_age)
 
     @classmethod
-    def connect(cls, client_kwargs: Mapping[str, Any], concurrency: int, view_max_age: float) -> DockerGateway:
+    def connect(
+        cls,
+        client_kwargs: Mapping[str, Any],
+        concurrency: int,
+        view_max_age: float,
+        tls_config: Mapping[str, Any] | None = None,
+    ) -> DockerGateway:
+        """A client for the engine DOCKER_HOST (or the local socket) names, as DockerSpawner's settings adjust it."""
         # urllib3 must keep one connection per worker thread, or threads queue on the connection pool instead.
-        kwargs = {"version": "auto", "max_pool_size": max(concurrency, 10), **client_kwargs}
+        kwargs: dict[str, Any] = {"version": "auto", "max_pool_size": max(concurrency, 10), **kwargs_from_env()}
+        if tls_config:
+            kwargs["tls"] = docker.tls.TLSConfig(**tls_config)
+        kwargs.update(client_kwargs)
         return cls(docker.APIClient(**kwargs), concurrency, view_max_age)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

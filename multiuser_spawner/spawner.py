@@ -23,8 +23,6 @@ from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours, is_o
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
 
-LOG_LINES_ON_FAILURE = 20
-
 
 class SpawnCancelled(RuntimeError):
     """The user stopped the server while it was starting."""
@@ -124,16 +122,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     def gateway(self) -> DockerGateway:
         cls = type(self)
         if cls not in self._gateways:
-            client_kwargs = dict(self.client_kwargs)
-            if self.tls_config:
-                import docker.tls
-
-                client_kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
-            from docker.utils import kwargs_from_env
-
-            client_kwargs = {**kwargs_from_env(), **client_kwargs}
             max_age = self.poll_view_max_age if self.poll_view_max_age is not None else self.poll_interval
-            self._gateways[cls] = DockerGateway.connect(client_kwargs, self.docker_api_concurrency, max_age)
+            self._gateways[cls] = DockerGateway.connect(
+                self.client_kwargs, self.docker_api_concurrency, max_age, tls_config=self.tls_config
+            )
         return self._gateways[cls]
 
     @property
@@ -198,7 +190,9 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         # initialisation is broken for good, so the work runs in its own task: a cancel only asks it to stop at its
         # next step (at once, while it merely waits) and undo what it made; stop() waits for that.
         self._cancel_requested = False
-        self._start_task = task = asyncio.ensure_future(self._start())
+        # made here, not in the task: the hub may ask for progress before the task first runs
+        self._progress = SpawnProgress()
+        self._start_task = task = asyncio.ensure_future(self._start(self._progress))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its error is the spawn's, not a leak
         try:
             return await asyncio.shield(task)
@@ -212,8 +206,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         if self._cancel_requested:
             raise SpawnCancelled("the spawn was cancelled")
 
-    async def _start(self) -> tuple[str, int]:
-        self._progress = progress = SpawnProgress()
+    async def _start(self, progress: SpawnProgress) -> tuple[str, int]:
         self._database_ready = False
         self._database_volume_new = False
         self.check_settings()
