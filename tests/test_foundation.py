@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from hubstack import SINGLEUSER_IMAGE, exec_in
@@ -135,3 +138,18 @@ def test_memory_limit_kills_a_process_that_exceeds_it(hub, docker_client):
     assert code == 137, (code, out)
     # the server itself is still fine
     assert hub.server_api("student1", "api/status").status_code == 200
+
+
+def test_hub_concurrent_spawn_limit_still_applies(make_hub, docker_client):
+    hub = make_hub({"one": [], "two": []}, "c.JupyterHub.concurrent_spawn_limit = 1\n")
+    first = threading.Thread(target=hub.request, args=("POST", "/users/one/server"), kwargs={"json": {}})
+    first.start()
+    deadline = time.monotonic() + 30
+    while (hub.user("one")["servers"].get("") or {}).get("pending") != "spawn":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    refused = hub.request("POST", "/users/two/server", json={})
+    first.join()
+    assert refused.status_code == 429, refused.text
+    hub.wait_ready("one")
+    hub.start_server("two")  # once the first is up, the second may start
