@@ -480,6 +480,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         first initialisation is let finish: a database killed half-way through it could never start again."""
         for kind, name in reversed(created):
             try:
+                if kind == "container" and not await self._is_our_container(name):
+                    continue  # a stranger under our name (the spawn failed on it): never touch it
                 if kind == "container" and name == resources.database_container:
                     if self._database_volume_new and not self._database_ready:
                         await self._let_database_initialise(name)
@@ -492,6 +494,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             except Exception:
                 self.log.exception("Could not clean up %s %s after a failed spawn", kind, name)
         self.object_id = ""
+
+    async def _is_our_container(self, name: str) -> bool:
+        info = await self.gateway.inspect_container(name)
+        return info is not None and is_ours(info)
 
     async def _let_database_initialise(self, container: str) -> None:
         fields = self._db_credentials.template_fields()

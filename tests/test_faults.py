@@ -76,6 +76,22 @@ def test_name_taken_by_a_foreign_container(hub, docker_client):
         squatter.remove(force=True)
 
 
+def test_database_name_taken_by_a_foreign_container(hub, docker_client):
+    squatter = docker_client.containers.run(
+        "multiuser-spawner/singleuser:latest", ["sleep", "300"], name=f"{hub.prefix}-ada_db", detach=True
+    )
+    try:
+        message = spawn_failure_message(hub, "ada")
+        assert f"the container name {hub.prefix}-ada_db is taken" in message
+        squatter.reload()
+        assert squatter.status == "running"  # neither reused nor removed by the undo
+        assert [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(f"{hub.prefix}-ada")] == [
+            f"{hub.prefix}-ada_db"
+        ]
+    finally:
+        squatter.remove(force=True)
+
+
 def test_missing_network_names_it(hub, docker_client):
     message = spawn_failure_message(hub, "nonet")
     assert "no-such-network" in message
