@@ -349,13 +349,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             data_volume=resources.database_volume,
             data_path=self.database_data_path,
             resources=container_spec.Resources(cpu_limit=self.database_cpu_limit, mem_limit=self.database_mem_limit),
-            security=container_spec.Security(
-                no_new_privileges=self.no_new_privileges,
-                cap_drop=("ALL",),
-                cap_add=tuple(self.database_cap_add),
-                pids_limit=self.pids_limit or None,
-                init=self.use_init,
-            ),
+            security=self._security(cap_drop=["ALL"], cap_add=self.database_cap_add),
             stop_signal=self.database_stop_signal,
         )
         if await self.gateway.inspect_image(self.database_image) is None:
@@ -434,17 +428,20 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 mem_limit=self.mem_limit,
                 mem_guarantee=self.mem_guarantee,
             ),
-            security=container_spec.Security(
-                no_new_privileges=self.no_new_privileges,
-                cap_drop=tuple(self.cap_drop),
-                cap_add=tuple(self.cap_add),
-                pids_limit=self.pids_limit or None,
-                init=self.use_init,
-            ),
+            security=self._security(cap_drop=self.cap_drop, cap_add=self.cap_add),
             publish_on=None if self.use_internal_ip else self.host_ip,
             links=self.links or None,
             extra_create=await self._admin_extra(self.extra_create_kwargs),
             extra_host_config=await self._admin_extra(self.extra_host_config),
+        )
+
+    def _security(self, cap_drop: list[str], cap_add: list[str]) -> container_spec.Security:
+        return container_spec.Security(
+            no_new_privileges=self.no_new_privileges,
+            cap_drop=tuple(cap_drop),
+            cap_add=tuple(cap_add),
+            pids_limit=self.pids_limit or None,
+            init=self.use_init,
         )
 
     async def _admin_extra(self, value: Any) -> dict[str, Any]:
