@@ -363,7 +363,9 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     async def _wait_for_database(self, resources: names.ResourceNames, progress: SpawnProgress) -> None:
         fields = self._db_credentials.template_fields()
         command = [fill_template(part, fields) for part in self.database_ready_command]
-        await sidecar.wait_until_ready(self.gateway, resources.database_container, command, self.database_ready_timeout)
+        await sidecar.wait_until_ready(
+            self.gateway, resources.database_container, command, self.database_ready_timeout, self.database_port
+        )
         self._database_ready = True
         progress.stage("database-ready", "Database is accepting connections")
 
@@ -500,7 +502,9 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         fields = self._db_credentials.template_fields()
         command = [fill_template(part, fields) for part in self.database_ready_command]
         try:
-            await sidecar.wait_until_ready(self.gateway, container, command, self.database_ready_timeout)
+            await sidecar.wait_until_ready(
+                self.gateway, container, command, self.database_ready_timeout, self.database_port
+            )
         except DockerGatewayError as e:
             self.log.warning("Database %s did not finish its first start: %s", container, e)
 

@@ -24,7 +24,7 @@ async def wait_until_listening(
     deadline = time.monotonic() + timeout
     next_state_check = time.monotonic()
     while time.monotonic() < deadline:
-        if await _accepts(ip, port):
+        if await accepts_tcp(ip, port):
             return True
         if time.monotonic() >= next_state_check:
             await _fail_if_stopped(gateway, container, log_lines)
@@ -33,7 +33,8 @@ async def wait_until_listening(
     return False
 
 
-async def _accepts(ip: str, port: int) -> bool:
+async def accepts_tcp(ip: str, port: int) -> bool:
+    """Whether ``ip:port`` accepts a TCP connection within a second."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
     except (OSError, asyncio.TimeoutError):
