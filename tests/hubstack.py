@@ -197,6 +197,11 @@ class HubStack:
         return requests.get(f"{base}{path}", headers={"Authorization": f"token {self.token}"}, timeout=30)
 
 
+def notebook(docker_client: docker.DockerClient, hub: HubStack, user: str):
+    """The user's notebook container (default server), by the spawner's default name."""
+    return docker_client.containers.get(f"{hub.prefix}-{user}")
+
+
 def exec_in(container, cmd: str, user: str = "") -> tuple[int, str]:
     """Run a shell command in a container; return (exit code, output)."""
     result = container.exec_run(["sh", "-c", cmd], user=user, demux=False)

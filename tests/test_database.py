@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubstack import exec_in, spawn_failure_message
+from hubstack import exec_in, notebook, spawn_failure_message
 
 pytestmark = pytest.mark.docker
 
@@ -21,10 +21,6 @@ USERS = {"ada": ["db"], "bob": ["db"], "nodb": [], "eve": ["broken"]}
 @pytest.fixture(scope="module")
 def hub(make_hub, docker_client):
     return make_hub(USERS, CONFIG)
-
-
-def notebook(docker_client, hub, user):
-    return docker_client.containers.get(f"{hub.prefix}-{user}")
 
 
 def database(docker_client, hub, user):

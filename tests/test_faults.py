@@ -12,7 +12,7 @@ import time
 import docker
 import pytest
 
-from hubstack import exec_in, spawn_failure_message
+from hubstack import exec_in, notebook, spawn_failure_message
 
 pytestmark = pytest.mark.docker
 
@@ -32,10 +32,6 @@ USERS = {"ada": ["db"], "crash": ["crash"], "tiny": ["small"], "nonet": ["nonet"
 @pytest.fixture(scope="module")
 def hub(make_hub, docker_client):
     return make_hub(USERS, CONFIG)
-
-
-def notebook(docker_client, hub, user):
-    return docker_client.containers.get(f"{hub.prefix}-{user}")
 
 
 def leftovers(docker_client, hub, user):

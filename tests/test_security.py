@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubstack import exec_in, spawn_failure_message
+from hubstack import exec_in, notebook, spawn_failure_message
 
 pytestmark = pytest.mark.docker
 
@@ -23,10 +23,6 @@ USERS = {"plain": ["db"], "pids": ["few-pids"], "rooty": ["root"], "admin2": ["r
 @pytest.fixture(scope="module")
 def hub(make_hub, docker_client):
     return make_hub(USERS, CONFIG)
-
-
-def notebook(docker_client, hub, user):
-    return docker_client.containers.get(f"{hub.prefix}-{user}")
 
 
 def test_defaults_on_a_running_notebook(hub, docker_client):
