@@ -101,6 +101,7 @@ def wait_for(condition, timeout=120, what="condition"):
 
 
 def test_student_sees_student_profiles_picks_one_and_gets_its_limits(hub, browser, docker_client):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -123,11 +124,14 @@ def test_student_sees_student_profiles_picks_one_and_gets_its_limits(hub, browse
 
     def on_server():
         if "/hub/spawn-pending/" in browser.current_url:
-            events = browser.find_elements(By.CSS_SELECTOR, "#progress-log .progress-log-event")
-            seen_messages.update(e.get_attribute("textContent") for e in events)
-            if any("Database" in m for m in seen_messages) and not PROGRESS_SCREENSHOT.exists():
-                browser.find_element(By.CSS_SELECTOR, "details").click()  # unfold the event log
-                browser.save_screenshot(str(PROGRESS_SCREENSHOT))
+            try:
+                events = browser.find_elements(By.CSS_SELECTOR, "#progress-log .progress-log-event")
+                seen_messages.update(e.get_attribute("textContent") for e in events)
+                if any("Database" in m for m in seen_messages) and not PROGRESS_SCREENSHOT.exists():
+                    browser.find_element(By.CSS_SELECTOR, "details").click()  # unfold the event log
+                    browser.save_screenshot(str(PROGRESS_SCREENSHOT))
+            except (StaleElementReferenceException, NoSuchElementException):
+                pass  # the page moved on to the server while being read: the next look tells
         return "/user/student1/" in browser.current_url
 
     PROGRESS_SCREENSHOT.unlink(missing_ok=True)
