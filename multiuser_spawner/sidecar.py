@@ -17,7 +17,7 @@ from urllib.parse import quote
 from .container_spec import ContainerSpec
 from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours
 from .names import LABEL_DB_PASSWORD, ROLE_DATABASE_DATA, labels
-from .startup import accepts_tcp
+from .startup import TCP_OPEN, TCP_UNREACHABLE, probe_tcp, running_summary
 
 PASSWORD_BYTES = 24
 
@@ -117,19 +117,19 @@ async def wait_until_ready(
     """Wait until ``command`` succeeds in the database container; past ``timeout`` raise with its last logs.
 
     Each check is a ``docker exec`` (three API calls and a process in the container), so during a class-wide
-    burst they add up. The port is watched from here instead, at no cost to Docker, and the command runs when it
-    accepts connections (an image's first-run setup serves on a local socket only), or every ``exec_every`` s in
-    case this process cannot reach the database's network at all.
+    burst they add up. The port is watched from here instead, at no cost to Docker, and the command runs once it
+    accepts connections (an image's first-run setup serves on a local socket only, and refuses TCP meanwhile).
+    Only when this process cannot reach the database's network at all (no answer, not even a refusal) does the
+    command run every ``exec_every`` s instead.
     """
-    deadline = time.monotonic() + timeout
-    next_exec = next_state_check = time.monotonic()
-    address = ""
+    began = time.monotonic()
+    deadline = began + timeout
+    next_exec = began
     last_output = ""
     while True:
-        if time.monotonic() >= next_state_check:
-            address = await _running_address(gateway, container)
-            next_state_check = time.monotonic() + 1.0
-        if time.monotonic() >= next_exec or (address and await accepts_tcp(address, port)):
+        address = await _running_address(gateway, container, began)
+        reach = await probe_tcp(address, port) if address else TCP_UNREACHABLE
+        if reach == TCP_OPEN or (reach == TCP_UNREACHABLE and time.monotonic() >= next_exec):
             exit_code, last_output = await gateway.exec_run(container, command)
             if exit_code == 0:
                 return
@@ -142,12 +142,17 @@ async def wait_until_ready(
         await asyncio.sleep(interval)
 
 
-async def _running_address(gateway: DockerGateway, container: str) -> str:
-    """The database's IP address; raise with its logs if it is not running."""
-    state = await gateway.inspect_container(container)
-    if state is None or not state["State"]["Running"]:
-        raise DatabaseNotReady(container, "the database container stopped", await gateway.logs_tail(container, 20))
-    networks = state["NetworkSettings"].get("Networks") or {}
+async def _running_address(gateway: DockerGateway, container: str, since: float) -> str:
+    """The database's IP address, from the shared container list; raise with its logs if it is not running."""
+    summary = await running_summary(gateway, container, since)
+    if summary is None:
+        # the list says stopped (or not there): rare, so look at this one container precisely
+        state = await gateway.inspect_container(container)
+        if state is None or not state["State"]["Running"]:
+            logs = await gateway.logs_tail(container, 20)
+            raise DatabaseNotReady(container, "the database container stopped", logs)
+        summary = state
+    networks = summary["NetworkSettings"].get("Networks") or {}
     return next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), "")
 
 

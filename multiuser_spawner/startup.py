@@ -5,15 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from .docker_gateway import DockerGateway, DockerGatewayError
 
+# How fresh the "is it still running" answer must be. It comes from the shared container list, so during a class
+# burst all starting servers share one list request per interval instead of each inspecting its own container.
 STATE_CHECK_INTERVAL = 0.5
-CONNECT_INTERVAL = 0.1
+# Connection attempts start often (a light server is up in a fraction of a second) and slow down to this, so
+# twenty Jupyter servers taking half a minute each do not cost the hub thousands of refused connections.
+FIRST_CONNECT_INTERVAL = 0.05
+MAX_CONNECT_INTERVAL = 0.25
 
 
 class ServerExited(DockerGatewayError):
     """The notebook container stopped before its server listened."""
+
+
+def connect_intervals(first: float = FIRST_CONNECT_INTERVAL, most: float = MAX_CONNECT_INTERVAL):
+    """Pauses between connection attempts: ``first``, growing by half each time, up to ``most``."""
+    interval = first
+    while True:
+        yield interval
+        interval = min(most, interval * 1.5)
 
 
 async def wait_until_listening(
@@ -21,29 +35,54 @@ async def wait_until_listening(
 ) -> bool:
     """True once ``ip:port`` accepts a TCP connection; raise :class:`ServerExited` (with the container's last log
     lines) if the container stops first. False past ``timeout``: the hub's own HTTP check then decides."""
-    deadline = time.monotonic() + timeout
-    next_state_check = time.monotonic()
+    began = time.monotonic()
+    deadline = began + timeout
+    pauses = connect_intervals()
     while time.monotonic() < deadline:
         if await accepts_tcp(ip, port):
             return True
-        if time.monotonic() >= next_state_check:
-            await _fail_if_stopped(gateway, container, log_lines)
-            next_state_check = time.monotonic() + STATE_CHECK_INTERVAL
-        await asyncio.sleep(CONNECT_INTERVAL)
+        await fail_if_stopped(gateway, container, since=began, log_lines=log_lines)
+        await asyncio.sleep(next(pauses))
     return False
+
+
+TCP_OPEN = "open"
+TCP_REFUSED = "refused"  # the address answered: nothing listens on the port yet
+TCP_UNREACHABLE = "unreachable"  # no answer at all: this process cannot reach that network
+
+
+async def probe_tcp(ip: str, port: int, timeout: float = 1.0) -> str:
+    """Try one TCP connection to ``ip:port``: :data:`TCP_OPEN`, :data:`TCP_REFUSED` or :data:`TCP_UNREACHABLE`."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return TCP_REFUSED
+    except (OSError, asyncio.TimeoutError):
+        return TCP_UNREACHABLE
+    writer.close()
+    return TCP_OPEN
 
 
 async def accepts_tcp(ip: str, port: int) -> bool:
     """Whether ``ip:port`` accepts a TCP connection within a second."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    return True
+    return await probe_tcp(ip, port) == TCP_OPEN
 
 
-async def _fail_if_stopped(gateway: DockerGateway, container: str, log_lines: int) -> None:
+async def running_summary(gateway: DockerGateway, container: str, since: float) -> dict[str, Any] | None:
+    """The container's entry in the shared list (at most :data:`STATE_CHECK_INTERVAL` old, and taken after
+    ``since``) while it runs; None when the list shows it stopped or missing."""
+    fresh_after = max(since, time.monotonic() - STATE_CHECK_INTERVAL)
+    summary = await gateway.view.state(container, not_older_than=fresh_after)
+    if summary is not None and summary.get("State") == "running":
+        return summary
+    return None
+
+
+async def fail_if_stopped(gateway: DockerGateway, container: str, since: float, log_lines: int = 20) -> None:
+    """Raise :class:`ServerExited`, with the container's exit reason and last log lines, if it no longer runs."""
+    if await running_summary(gateway, container, since) is not None:
+        return
+    # the list says stopped (or not there): rare, so look at this one container precisely
     info = await gateway.inspect_container(container)
     if info is not None and info["State"]["Running"]:
         return

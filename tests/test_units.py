@@ -1,4 +1,5 @@
-"""Pure pieces: the sidecar's environment, progress, the gateway's concurrency and the shared container view."""
+"""Pure pieces: the sidecar's environment, progress, the gateway's concurrency, the shared container view, and
+the waits for a server and a database (against loopback ports and a stand-in Docker client)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from multiuser_spawner import sidecar
+from multiuser_spawner import sidecar, startup
 from multiuser_spawner.docker_gateway import ContainerView, DockerGateway, split_image_tag
 from multiuser_spawner.progress import SpawnProgress, pull_percent
 from multiuser_spawner.spawner import fill_template
@@ -151,3 +152,125 @@ async def test_container_view_refreshes_when_stale():
     assert (await view.state("a"))["State"] == "running"  # still fresh
     await asyncio.sleep(0.06)
     assert (await view.state("a"))["State"] == "exited"
+
+
+def test_connect_intervals_start_short_and_level_off():
+    pauses = startup.connect_intervals(first=0.05, most=0.25)
+    taken = [next(pauses) for _ in range(8)]
+    assert taken[0] == 0.05
+    assert taken == sorted(taken)
+    assert taken[-1] == 0.25
+
+
+class _StartingServers(_CountingClient):
+    """Stands in for docker-py while servers start: lists the containers, counts every inspect."""
+
+    def __init__(self, states: dict[str, str]):
+        super().__init__()
+        self.containers_result = [{"Names": [f"/{name}"], "State": state} for name, state in states.items()]
+        self.inspect_calls = 0
+        self.states = states
+
+    def inspect_container(self, name):
+        self.inspect_calls += 1
+        running = self.states[name] == "running"
+        return {"State": {"Running": running, "ExitCode": 0 if running else 3, "OOMKilled": False}}
+
+    def logs(self, name, **kwargs):
+        return b"ImportError: no module named jupyterhub\n"
+
+
+async def test_many_starting_servers_share_one_container_list_and_inspect_nothing():
+    servers = {f"nb{i}": "running" for i in range(20)}
+    client = _StartingServers(servers)
+    gateway = DockerGateway(client, concurrency=4, view_max_age=30)
+    listeners = []
+
+    async def start_and_wait(name: str) -> bool:
+        probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()  # the port now refuses, like a server still starting
+        waiting = asyncio.ensure_future(startup.wait_until_listening(gateway, name, "127.0.0.1", port, timeout=10))
+        await asyncio.sleep(1.2)
+        listeners.append(await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port))
+        return await waiting
+
+    try:
+        assert all(await asyncio.gather(*(start_and_wait(name) for name in servers)))
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert client.inspect_calls == 0
+    # 1.2 s of waiting at one list per STATE_CHECK_INTERVAL (0.5 s), for all twenty together
+    assert 1 <= client.list_calls <= 4
+
+
+async def test_a_server_that_stops_while_starting_fails_with_its_logs():
+    client = _StartingServers({"nb": "exited"})
+    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
+    probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    with pytest.raises(startup.ServerExited, match="exit code 3") as failure:
+        await startup.wait_until_listening(gateway, "nb", "127.0.0.1", port, timeout=10)
+    assert "no module named jupyterhub" in str(failure.value)
+    assert client.inspect_calls == 1  # the list said stopped; one precise look to be sure
+
+
+async def test_probe_tcp_tells_open_from_refused():
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    assert await startup.probe_tcp("127.0.0.1", port) == startup.TCP_OPEN
+    listener.close()
+    await listener.wait_closed()
+    assert await startup.probe_tcp("127.0.0.1", port) == startup.TCP_REFUSED
+    assert not await startup.accepts_tcp("127.0.0.1", port)
+
+
+class _StartingDatabase(_StartingServers):
+    """A database container at ``ip``; its ready command fails ``failures`` times, then succeeds."""
+
+    def __init__(self, ip: str, failures: int = 0):
+        super().__init__({"db": "running"})
+        networks = {"u_net": {"IPAddress": ip}} if ip else {}
+        self.containers_result[0]["NetworkSettings"] = {"Networks": networks}
+        self.failures = failures
+        self.exec_calls = 0
+
+    def exec_create(self, name, cmd, **kwargs):
+        self.exec_calls += 1
+        return {"Id": str(self.exec_calls)}
+
+    def exec_start(self, exec_id):
+        return b"accepting connections" if self.exec_calls > self.failures else b"no response"
+
+    def exec_inspect(self, exec_id):
+        return {"ExitCode": 0 if self.exec_calls > self.failures else 2}
+
+
+async def test_database_ready_command_runs_once_its_port_opens():
+    probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    client = _StartingDatabase("127.0.0.1")
+    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
+    waiting = asyncio.ensure_future(sidecar.wait_until_ready(gateway, "db", ["pg_isready"], 10, port, exec_every=0.1))
+    await asyncio.sleep(1.0)  # initialising: the port refuses, so no exec however long it takes
+    assert client.exec_calls == 0
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+    try:
+        await asyncio.wait_for(waiting, 5)
+    finally:
+        listener.close()
+    assert client.exec_calls == 1
+    assert client.inspect_calls == 0
+
+
+async def test_database_out_of_reach_is_checked_by_its_ready_command_alone():
+    client = _StartingDatabase("", failures=2)  # no address this process could try
+    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
+    await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", ["pg_isready"], 10, 5432, exec_every=0.1), 5)
+    assert client.exec_calls == 3
