@@ -203,14 +203,21 @@ def is_root_user(user: str | None) -> bool:
     return name in ("root", "0")
 
 
+HOME_ALREADY_OWNED = "home-already-owned"
+
+
 def home_ownership_container(*, name: str, image: str, volume: str, mount_path: str, owner: str) -> ContainerSpec:
     """A one-shot container that gives a new home volume to ``owner`` (the image's user: a name, ``uid`` or
-    ``uid:gid``). It runs as root with only the CHOWN capability and no network."""
+    ``uid:gid``) and prints :data:`HOME_ALREADY_OWNED` when Docker's copy of the image's directory had already done
+    so. It runs as root with only the CHOWN capability and no network."""
     script = (
+        "set -e; "  # an unknown user name must fail the spawn, not chown to nobody
         'case "$1" in '
         '*[!0-9:]*) target="$(id -u "$1"):$(id -g "$1")" ;; '  # a user name: look it up in the image
         "*) target=$1 ;; "
-        'esac; chown "$target" "$2"'
+        "esac; "
+        'case "$target" in *:*) now="$(stat -c %u:%g "$2")" ;; *) now="$(stat -c %u "$2")" ;; esac; '
+        f'if [ "$now" = "$target" ]; then echo {HOME_ALREADY_OWNED}; else chown "$target" "$2"; fi'
     )
     create = {
         "name": name,

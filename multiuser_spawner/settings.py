@@ -41,7 +41,9 @@ class MultiUserSettings(Configurable):
 
         Docker creates volume mount points owned by root when the image has no such directory, which leaves the
         user unable to write their own home. When a home volume is created, a short-lived container from the same
-        image (as root, without network) gives it to the image's user. Existing volumes are never touched.
+        image (as root, without network) gives it to the image's user. When it finds the volume theirs already
+        (Docker copied the image's own home directory into it, owner included), later new volumes of the same image,
+        mount path and user skip it for as long as the hub runs. Existing volumes are never touched.
         """,
     ).tag(config=True)
 

@@ -305,6 +305,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             username=self.user.name,
             servername=self.name if "{server" in self.home_volume_name_template else "",
             image=self.image,
+            image_id=image_info["Id"],
             image_user=self._container_user(image_info),
             mount_path=self.home_mount_path,
             fix_ownership=self.fix_home_ownership,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hubstack import SINGLEUSER_IMAGE, exec_in
+from hubstack import SINGLEUSER_IMAGE, exec_in, notebook
 
 pytestmark = pytest.mark.docker
 
@@ -153,3 +153,40 @@ def test_hub_concurrent_spawn_limit_still_applies(make_hub, docker_client):
     assert refused.status_code == 429, refused.text
     hub.wait_ready("one")
     hub.start_server("two")  # once the first is up, the second may start
+
+
+def home_helpers_created(docker_client, prefix: str, since: int) -> list[str]:
+    """Names of the home-ownership helper containers this hub created since ``since`` (Docker's own event log)."""
+    events = docker_client.events(
+        since=since, until=int(time.time()) + 1, filters={"type": "container", "event": "create"}, decode=True
+    )
+    names = [event["Actor"]["Attributes"].get("name", "") for event in events]
+    return [name for name in names if name.startswith(f"{prefix}-") and name.endswith("_home-init")]
+
+
+def test_an_image_that_owns_its_home_needs_one_ownership_check_per_hub(make_hub, docker_client):
+    # The image has /home/jovyan owned by jovyan, and Docker copies it (owner included) into a new volume: the
+    # first new volume is checked, the rest of a class starting at once and everyone after skip the helper.
+    hub = make_hub({"new1": [], "new2": [], "new3": []})
+    since = int(time.time()) - 1
+    starts = [threading.Thread(target=hub.start_server, args=(user,)) for user in ("new1", "new2")]
+    for start in starts:
+        start.start()
+    for start in starts:
+        start.join()
+    hub.start_server("new3")
+    assert len(home_helpers_created(docker_client, hub.prefix, since)) == 1
+    for user in ("new1", "new2", "new3"):
+        code, out = exec_in(notebook(docker_client, hub, user), "touch $HOME/mine && stat -c %u $HOME")
+        assert (code, out.strip()) == (0, "1000")
+
+
+def test_a_home_the_image_does_not_have_is_given_to_the_user_every_time(make_hub, docker_client):
+    # /data is not in the image: Docker makes the mount point root's, so every new volume needs the helper.
+    hub = make_hub({"fresh1": [], "fresh2": []}, 'c.MultiUserSpawner.home_mount_path = "/data"\n')
+    since = int(time.time()) - 1
+    for user in ("fresh1", "fresh2"):
+        hub.start_server(user)
+        code, out = exec_in(notebook(docker_client, hub, user), "touch /data/mine && stat -c %u /data")
+        assert (code, out.strip()) == (0, "1000")
+    assert len(home_helpers_created(docker_client, hub.prefix, since)) == 2

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from multiuser_spawner import sidecar, startup
+from multiuser_spawner import home, sidecar, startup
 from multiuser_spawner.docker_gateway import ContainerView, DockerGateway, split_image_tag
 from multiuser_spawner.progress import SpawnProgress, pull_percent
 from multiuser_spawner.spawner import fill_template
@@ -274,3 +274,53 @@ async def test_database_out_of_reach_is_checked_by_its_ready_command_alone():
     gateway = DockerGateway(client, concurrency=2, view_max_age=30)
     await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", ["pg_isready"], 10, 5432, exec_every=0.1), 5)
     assert client.exec_calls == 3
+
+
+class _Checks:
+    """A stand-in ownership check: counts its runs; the first one answers ``first_answer`` (or fails)."""
+
+    def __init__(self, first_answer: bool | None):
+        self.first_answer = first_answer
+        self.runs = 0
+
+    async def __call__(self) -> bool:
+        self.runs += 1
+        first = self.runs == 1
+        await asyncio.sleep(0.05)
+        if first and self.first_answer is None:
+            raise RuntimeError("helper failed")
+        return self.first_answer if first else False
+
+
+async def test_a_class_of_new_volumes_waits_for_one_check_when_the_image_owns_its_home():
+    knowledge = home.CopyOwnershipKnowledge()
+    check = _Checks(first_answer=True)
+    key = ("sha256:img", "/home/jovyan", "jovyan")
+    skipped = await asyncio.gather(*(knowledge.ensure_owned(key, check) for _ in range(10)))
+    assert check.runs == 1
+    assert skipped.count(True) == 9
+    assert await knowledge.ensure_owned(key, check) is True and check.runs == 1
+    # another image (or path, or user) is learned on its own
+    assert await knowledge.ensure_owned(("sha256:other", "/home/jovyan", "jovyan"), check) is False
+    assert check.runs == 2
+
+
+async def test_every_new_volume_is_fixed_when_the_image_does_not_own_its_home():
+    knowledge = home.CopyOwnershipKnowledge()
+    check = _Checks(first_answer=False)
+    key = ("sha256:img", "/data", "1000")
+    await asyncio.gather(*(knowledge.ensure_owned(key, check) for _ in range(5)))
+    await knowledge.ensure_owned(key, check)
+    assert check.runs == 6
+
+
+async def test_a_failed_first_check_teaches_nothing():
+    knowledge = home.CopyOwnershipKnowledge()
+    check = _Checks(first_answer=None)
+    key = ("sha256:img", "/home/jovyan", "jovyan")
+    results = await asyncio.gather(*(knowledge.ensure_owned(key, check) for _ in range(3)), return_exceptions=True)
+    assert isinstance(results[0], RuntimeError)
+    assert results[1:] == [False, False]  # the others checked (and fixed) their own volumes
+    assert check.runs == 3
+    await knowledge.ensure_owned(key, check)  # and the next new volume is checked again
+    assert check.runs == 4
