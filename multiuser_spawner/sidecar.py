@@ -17,7 +17,7 @@ from urllib.parse import quote
 from .container_spec import ContainerSpec
 from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours
 from .names import LABEL_DB_PASSWORD, ROLE_DATABASE_DATA, labels
-from .startup import TCP_OPEN, TCP_UNREACHABLE, probe_tcp, running_summary
+from .startup import TCP_OPEN, TCP_UNREACHABLE, connect_intervals, probe_tcp, running_summary
 
 PASSWORD_BYTES = 24
 
@@ -111,7 +111,6 @@ async def wait_until_ready(
     command: list[str],
     timeout: float,
     port: int,
-    interval: float = 0.2,
     exec_every: float = 2.0,
 ) -> None:
     """Wait until ``command`` succeeds in the database container; past ``timeout`` raise with its last logs.
@@ -125,6 +124,7 @@ async def wait_until_ready(
     began = time.monotonic()
     deadline = began + timeout
     next_exec = began
+    pauses = connect_intervals()
     last_output = ""
     while True:
         address = await _running_address(gateway, container, began)
@@ -139,7 +139,7 @@ async def wait_until_ready(
             raise DatabaseNotReady(
                 container, f"not ready after {timeout:g} s (last check: {last_output.strip()!r})", logs
             )
-        await asyncio.sleep(interval)
+        await asyncio.sleep(next(pauses))
 
 
 async def _running_address(gateway: DockerGateway, container: str, since: float) -> str:

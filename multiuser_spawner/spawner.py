@@ -216,17 +216,16 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         try:
             image_info = await self._ensure_image(progress)
             self._checkpoint()
+            # The notebook's environment needs the database's credentials, which live on its data volume: make the
+            # volumes and the network first, side by side, then start the database beside the notebook.
+            preparations = [self._prepare_home(resources, image_info, progress)]
             if self.database_enabled:
-                # The notebook's environment needs the credentials, which live on the data volume: make the
-                # network and the volume first (both quick), then start the database beside the notebook.
-                await asyncio.gather(
-                    self._prepare_private_network(resources, created, progress),
-                    self._prepare_database_volume(resources),
-                )
-                self._checkpoint()
-                database_task = asyncio.ensure_future(self._start_database(resources, created, progress))
-            await self._prepare_home(resources, image_info, progress)
+                preparations.append(self._prepare_private_network(resources, created, progress))
+                preparations.append(self._prepare_database_volume(resources))
+            await gather_all(preparations)
             self._checkpoint()
+            if self.database_enabled:
+                database_task = asyncio.ensure_future(self._start_database(resources, created, progress))
             await self._start_notebook(resources, image_info, created, progress)
             if database_task is not None:
                 await database_task
@@ -577,6 +576,15 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             stop_timeout=self.stop_timeout,
         )
         self.log.info("Deleted %s: %s", self._log_name, ", ".join(removed) or "nothing was left")
+
+
+async def gather_all(steps: list[Any]) -> None:
+    """Run ``steps`` side by side and let every one finish (so what they made is known to the undo), then raise the
+    first failure."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def fill_template(value: str, fields: dict[str, str]) -> str:
