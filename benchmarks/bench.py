@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -67,6 +68,10 @@ HUB_LIST_INTERVAL = 0.25  # how often the hub's user list is read, should the hu
 SETTLE_SECONDS = 3.0  # pause after a scenario's clean-up, before the next one
 HUB_KINDS = ("docker", "multiuser", "multiuser-db")
 ALL_SCENARIOS = ("floor", "db-floor", *HUB_KINDS, "poll")
+# A class logs in on day one with new users (new volumes: new homes, databases to initialise), and on every later
+# day as returning users, whose volumes exist. Each scenario measures both, in that order, on the same volumes.
+ROUNDS = (False, True)  # returning?
+RETURNING_SUFFIX = ", returning"
 SHORT_NAMES = {"floor": "fl", "db-floor": "pg", "docker": "ds", "multiuser": "mu", "multiuser-db": "db"}
 
 
@@ -104,6 +109,7 @@ class Burst:
     scenario: str
     server: str  # a SERVER_KINDS key, or "postgres" for db-floor
     n: int
+    returning: bool = False  # the same users once more: their volumes (files, databases) exist already
     ready: dict[str, float] = field(default_factory=dict)  # user -> time until ready
     stopped: dict[str, float] = field(default_factory=dict)  # user -> time until stopped (from the stop burst)
     phases: dict[str, dict[str, float]] = field(default_factory=dict)  # user -> phase -> seconds
@@ -114,6 +120,14 @@ class Burst:
     attempts: int = 1
     repeat_bursts: list[float] = field(default_factory=list)  # burst times of every undisturbed attempt
     discarded: list[dict[str, Any]] = field(default_factory=list)  # the other attempts
+
+    @property
+    def label(self) -> str:
+        return self.scenario + RETURNING_SUFFIX if self.returning else self.scenario
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.server, self.label, self.n)
 
     @property
     def ok(self) -> bool:
@@ -139,6 +153,7 @@ class Burst:
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(
+            label=self.label,
             ok=self.ok,
             median_ready=self.median_ready,
             max_ready=self.max_ready,
@@ -159,6 +174,14 @@ def remove_objects(client: docker.DockerClient, prefix: str, attempts: int = 5) 
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5)
+
+
+def remove_containers(api: docker.APIClient, prefix: str) -> None:
+    """Remove every container named ``prefix-*`` (volumes stay), ignoring ones that vanish meanwhile."""
+    for container in api.containers(all=True, filters={"name": f"{prefix}-"}):
+        if any(name.lstrip("/").startswith(f"{prefix}-") for name in container["Names"]):
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(container["Id"], v=True, force=True)
 
 
 def user_names(n: int) -> list[str]:
@@ -365,10 +388,11 @@ def container_timeline(
     up_marker: str,
     running: str = "container_running",
     up: str = "server_up",
+    last: bool = False,
 ) -> dict[str, float]:
     """Seconds after ``t0`` (a ``time.monotonic()`` value) when the engine had the container running (key
-    ``running``) and when it logged ``up_marker`` (key ``up``: the line its server prints as it begins to serve).
-    Read after the burst, at no cost to it."""
+    ``running``) and when it logged ``up_marker`` (key ``up``: the line its server prints as it begins to serve;
+    the last such line when ``last``). Read after the burst, at no cost to it."""
     t0_unix = t0 + (time.time() - time.monotonic())
     timeline: dict[str, float] = {}
     try:
@@ -380,12 +404,14 @@ def container_timeline(
     for line in logs.splitlines():
         if up_marker in line:
             timeline[up] = round(docker_time(line.split(" ", 1)[0]) - t0_unix, 3)
-            break
+            if not last:
+                break
     return timeline
 
 
 def database_timeline(api: docker.APIClient, name: str, t0: float) -> dict[str, float]:
-    return container_timeline(api, name, t0, POSTGRES_UP_MARKER, "db_running", "db_up")
+    # A first start logs the marker twice: the image's setup runs a server on a local socket, then the real one.
+    return container_timeline(api, name, t0, POSTGRES_UP_MARKER, "db_running", "db_up", last=True)
 
 
 # -- the raw-Docker floor ----------------------------------------------------------------------------------------
@@ -487,67 +513,79 @@ def server_answers(ip: str, port: int, path: str) -> bool:
     return len(status_line) >= 2 and status_line[1].isdigit() and int(status_line[1]) < 500
 
 
-def floor_burst(api: docker.APIClient, prefix: str, n: int, server: ServerKind, timeout: float) -> Burst:
+def floor_burst(api: docker.APIClient, prefix: str, n: int, server: ServerKind, timeout: float) -> list[Burst]:
     """N notebook containers at once with docker-py: create, start, read the IP, probe HTTP until it answers (the
-    URL the hub probes); then stop and remove them all at once."""
-    result = Burst("floor", server.name, n)
+    URL the hub probes); then stop and remove them all at once. Once for new users, once more on their volumes."""
+    with HubStub() as stub:
+        return [floor_round(api, prefix, n, server, timeout, stub, returning) for returning in ROUNDS]
+
+
+def floor_round(
+    api: docker.APIClient, prefix: str, n: int, server: ServerKind, timeout: float, stub: HubStub, returning: bool
+) -> Burst:
+    result = Burst("floor", server.name, n, returning)
     users = user_names(n)
     ids: dict[str, str] = {}
-    with HubStub() as stub:
-        meter = CpuMeter(api, prefix, {"bench": [os.getpid()]})
+    meter = CpuMeter(api, prefix, {"bench": [os.getpid()]})
 
-        def start_one(i: int, t0: float) -> None:
-            user = users[i]
-            host_config = api.create_host_config(
-                binds={f"{prefix}-{user}_home": {"bind": HOME, "mode": "rw"}},
-                network_mode="bridge",
-                mem_limit=MEM_LIMIT,
-                cpu_period=100_000,
-                cpu_quota=int(CPU_LIMIT * 100_000),
-                init=True,  # `docker run --init`: a stop is the server's own shutdown, never a 10 s grace period
-            )
-            created = api.create_container(
-                SINGLEUSER_IMAGE,
-                command=server.command,
-                name=f"{prefix}-{user}",
-                environment=singleuser_environment(user, stub.api_url),
-                ports=[SERVER_PORT],
-                host_config=host_config,
-            )
-            ids[user] = created["Id"]
-            api.start(created["Id"])
-            ip = api.inspect_container(created["Id"])["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
-            while not server_answers(ip, SERVER_PORT, f"/user/{user}/api"):
-                if time.monotonic() > t0 + timeout:
-                    raise TimeoutError(f"{user}'s server did not answer within {timeout:.0f} s")
-                time.sleep(HTTP_CHECK_INTERVAL)
-            result.ready[user] = round(time.monotonic() - t0, 3)
+    def start_one(i: int, t0: float) -> None:
+        user = users[i]
+        host_config = api.create_host_config(
+            binds={f"{prefix}-{user}_home": {"bind": HOME, "mode": "rw"}},
+            network_mode="bridge",
+            mem_limit=MEM_LIMIT,
+            cpu_period=100_000,
+            cpu_quota=int(CPU_LIMIT * 100_000),
+            init=True,  # `docker run --init`: a stop is the server's own shutdown, never a 10 s grace period
+        )
+        created = api.create_container(
+            SINGLEUSER_IMAGE,
+            command=server.command,
+            name=f"{prefix}-{user}",
+            environment=singleuser_environment(user, stub.api_url),
+            ports=[SERVER_PORT],
+            host_config=host_config,
+        )
+        ids[user] = created["Id"]
+        api.start(created["Id"])
+        ip = api.inspect_container(created["Id"])["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+        while not server_answers(ip, SERVER_PORT, f"/user/{user}/api"):
+            if time.monotonic() > t0 + timeout:
+                raise TimeoutError(f"{user}'s server did not answer within {timeout:.0f} s")
+            time.sleep(HTTP_CHECK_INTERVAL)
+        result.ready[user] = round(time.monotonic() - t0, 3)
 
-        meter.start()
+    meter.start()
+    try:
+        t0 = run_at_once(n, start_one, timeout + 30)
+        result.cpu = meter.stop()
+        result.phases = {u: container_timeline(api, f"{prefix}-{u}", t0, server.up_marker) for u in users}
+    except Exception as e:
+        result.error = f"start: {e!r}"
+
+    def stop_one(i: int, t0: float) -> None:
+        user = users[i]
+        api.stop(ids[user], timeout=10)  # docker stop's (and both spawners') default grace period
+        api.remove_container(ids[user], v=True)  # anonymous volumes only: the home volume stays
+        result.stopped[user] = round(time.monotonic() - t0, 3)
+
+    if not result.error:
         try:
-            t0 = run_at_once(n, start_one, timeout + 30)
-            result.cpu = meter.stop()
-            result.phases = {u: container_timeline(api, f"{prefix}-{u}", t0, server.up_marker) for u in users}
+            run_at_once(n, stop_one, 120 + 5 * n)
         except Exception as e:
-            result.error = f"start: {e!r}"
-
-        def stop_one(i: int, t0: float) -> None:
-            user = users[i]
-            api.stop(ids[user], timeout=10)  # docker stop's (and both spawners') default grace period
-            api.remove_container(ids[user], v=True)
-            result.stopped[user] = round(time.monotonic() - t0, 3)
-
-        if not result.error:
-            try:
-                run_at_once(n, stop_one, 120 + 5 * n)
-            except Exception as e:
-                result.error = f"stop: {e!r}"
+            result.error = f"stop: {e!r}"
+    remove_containers(api, prefix)  # whatever a failed round left, so the next one can reuse the names
     return result
 
 
-def database_floor_burst(api: docker.APIClient, prefix: str, n: int, timeout: float) -> Burst:
-    """N database containers at once with docker-py, each on a new data volume: ready when pg_isready succeeds."""
-    result = Burst("db-floor", "postgres", n)
+def database_floor_burst(api: docker.APIClient, prefix: str, n: int, timeout: float) -> list[Burst]:
+    """N database containers at once with docker-py, each on a new data volume, ready when pg_isready's rule says
+    so; removed at once (the volumes stay). Then once more on the same volumes, which need no initialisation."""
+    return [database_floor_round(api, prefix, n, timeout, returning) for returning in ROUNDS]
+
+
+def database_floor_round(api: docker.APIClient, prefix: str, n: int, timeout: float, returning: bool) -> Burst:
+    result = Burst("db-floor", "postgres", n, returning)
     users = user_names(n)
     ids: dict[str, str] = {}
     meter = CpuMeter(api, prefix, {"bench": [os.getpid()]})
@@ -557,6 +595,7 @@ def database_floor_burst(api: docker.APIClient, prefix: str, n: int, timeout: fl
         created = api.create_container(
             POSTGRES_IMAGE,
             name=f"{prefix}-{user}_db",
+            # an existing cluster keeps the password it was made with; this one is then ignored
             environment={"POSTGRES_USER": "jupyter", "POSTGRES_PASSWORD": secrets.token_urlsafe(24)},
             host_config=api.create_host_config(
                 binds={f"{prefix}-{user}_db": {"bind": PG_DATA, "mode": "rw"}}, network_mode="bridge", init=True
@@ -580,16 +619,18 @@ def database_floor_burst(api: docker.APIClient, prefix: str, n: int, timeout: fl
         result.error = f"start: {e!r}"
         result.cpu = meter.stop()
 
-    def remove_one(i: int, t0: float) -> None:
+    def stop_one(i: int, t0: float) -> None:
         user = users[i]
         if user in ids:
-            api.remove_container(ids[user], v=True, force=True)
+            api.stop(ids[user], timeout=10)  # a clean shutdown, so the next round finds a consistent cluster
+            api.remove_container(ids[user], v=True)
             result.stopped[user] = round(time.monotonic() - t0, 3)
 
     try:
-        run_at_once(n, remove_one, 120 + 5 * n)
+        run_at_once(n, stop_one, 120 + 5 * n)
     except Exception as e:
-        result.error = result.error or f"remove: {e!r}"
+        result.error = result.error or f"stop: {e!r}"
+    remove_containers(api, prefix)
     return result
 
 
@@ -727,54 +768,78 @@ def hub_burst(
     client: docker.DockerClient,
     timeout: float,
     multiuser_extra: str = "",
-) -> Burst:
-    result = Burst(kind, server.name, n)
+) -> list[Burst]:
+    """N users start at once through a new hub, then stop; then the same users once more, on the same hub."""
     users = user_names(n)
     workdir.mkdir(parents=True, exist_ok=True)
     config = hub_config(kind, prefix, n, server, multiuser_extra)
     hub = HubStack(workdir=workdir, prefix=prefix, users={u: [] for u in users}, extra_config=config)
+    results = [Burst(kind, server.name, n, returning) for returning in ROUNDS]
     try:
         hub.start(timeout=90)
         wait_for_quiet(30)  # let the hub and its proxy finish starting up
-        driver = HubDriver(hub, users)
         proxy_pid_file = workdir / "proxy.pid"
         proxy_pids = [int(proxy_pid_file.read_text().strip())] if proxy_pid_file.exists() else []
-        meter = CpuMeter(client.api, prefix, {"hub": [hub.process.pid], "proxy": proxy_pids, "bench": [os.getpid()]})
-        meter.start()
-        try:
-            result.ready = driver.run("POST", 201, lambda model: bool(model and model.get("ready")), timeout)
-        except Exception as e:
-            result.error = f"start: {e}"
-        result.cpu = meter.stop()
-        timelines = {
-            u: container_timeline(client.api, f"{prefix}-{u}", driver.last_t0, server.up_marker) for u in users
-        }
-        if kind == "multiuser-db":
-            for u in users:
-                timelines[u].update(database_timeline(client.api, f"{prefix}-{u}_db", driver.last_t0))
-        try:
-            result.stopped = driver.run("DELETE", 204, lambda model: model is None, 120 + 5 * n)
-        except Exception as e:
-            result.error = result.error or f"stop: {e}"
-        leftovers = [
-            name
-            for c in client.api.containers(all=True, filters={"name": f"{prefix}-"})
-            for name in c["Names"]
-            if name.lstrip("/").startswith(f"{prefix}-")
-        ]
-        if leftovers and not result.error:
-            result.error = f"containers left after stop: {leftovers[:3]}"
-        result.phases = hub_phases(hub.log_path.read_text(errors="replace"))
-        for user, timeline in timelines.items():
-            result.phases.setdefault(user, {}).update(timeline)
+        pids = {"hub": [hub.process.pid], "proxy": proxy_pids, "bench": [os.getpid()]}
+        for result in results:
+            if result.returning:
+                wait_for_quiet(30)
+            hub_round(result, hub, users, client, prefix, server, pids, timeout)
+            if result.error:
+                break
     except Exception as e:
-        result.error = result.error or repr(e)
+        results[0].error = results[0].error or repr(e)
     finally:
-        if result.error:
-            (workdir / "failure.txt").write_text(f"{result.error}\n\n{hub.log_tail(200)}")
+        failed = [r for r in results if r.error]
+        if failed:
+            (workdir / "failure.txt").write_text(f"{failed[0].error}\n\n{hub.log_tail(200)}")
         hub.stop()
         remove_objects(client, prefix)
-    return result
+    if results[0].error and not results[1].error:
+        results[1].error = "not measured: the new users' round failed"
+    return results
+
+
+def hub_round(
+    result: Burst,
+    hub: HubStack,
+    users: list[str],
+    client: docker.DockerClient,
+    prefix: str,
+    server: ServerKind,
+    pids: dict[str, list[int]],
+    timeout: float,
+) -> None:
+    driver = HubDriver(hub, users)
+    log_start = hub.log_path.stat().st_size
+    meter = CpuMeter(client.api, prefix, pids)
+    meter.start()
+    try:
+        result.ready = driver.run("POST", 201, lambda model: bool(model and model.get("ready")), timeout)
+    except Exception as e:
+        result.error = f"start: {e}"
+    result.cpu = meter.stop()
+    timelines = {u: container_timeline(client.api, f"{prefix}-{u}", driver.last_t0, server.up_marker) for u in users}
+    if result.scenario == "multiuser-db":
+        for u in users:
+            timelines[u].update(database_timeline(client.api, f"{prefix}-{u}_db", driver.last_t0))
+    try:
+        result.stopped = driver.run("DELETE", 204, lambda model: model is None, 120 + 5 * len(users))
+    except Exception as e:
+        result.error = result.error or f"stop: {e}"
+    leftovers = [
+        name
+        for c in client.api.containers(all=True, filters={"name": f"{prefix}-"})
+        for name in c["Names"]
+        if name.lstrip("/").startswith(f"{prefix}-")
+    ]
+    if leftovers and not result.error:
+        result.error = f"containers left after stop: {leftovers[:3]}"
+    with hub.log_path.open("rb") as log_file:
+        log_file.seek(log_start)
+        result.phases = hub_phases(log_file.read().decode("utf-8", "replace"))
+    for user, timeline in timelines.items():
+        result.phases.setdefault(user, {}).update(timeline)
 
 
 def hub_phases(hub_log: str) -> dict[str, dict[str, float]]:
@@ -988,26 +1053,38 @@ def evaluate(
 
     for server in servers:
         for n in sizes:
-            floor = bursts.get((server, "floor", n))
-            db_floor = bursts.get(("postgres", "db-floor", n))
-            stock, multi, multi_db = (bursts.get((server, kind, n)) for kind in HUB_KINDS)
-            floor_time = floor.burst if floor else None
-            if multi:
-                label = "single spawn" if n == 1 else f"burst of {n}"
-                target(f"{label}: multiuser / floor", server, ratio(multi.burst, floor_time), 1.15)
-                if n > 1:
+            for returning in ROUNDS:
+                suffix = RETURNING_SUFFIX if returning else ""
+                floor = bursts.get((server, "floor" + suffix, n))
+                db_floor = bursts.get(("postgres", "db-floor" + suffix, n))
+                stock, multi, multi_db = (bursts.get((server, kind + suffix, n)) for kind in HUB_KINDS)
+                floor_time = floor.burst if floor else None
+                who = " (returning users)" if returning else ""
+                if multi:
+                    label = "single spawn" if n == 1 else f"burst of {n}"
+                    target(f"{label}{who}: multiuser / floor", server, ratio(multi.burst, floor_time), 1.15)
+                    if n > 1:
+                        target(
+                            f"burst of {n}{who}: multiuser / DockerSpawner",
+                            server,
+                            ratio(multi.burst, stock and stock.burst),
+                            0.6,
+                        )
+                        target(
+                            f"stop of {n}{who}: multiuser / floor",
+                            server,
+                            ratio(multi.stop_all, floor and floor.stop_all),
+                            1.2,
+                        )
+                if multi_db:
+                    limit = floor_time + db_floor.burst if floor_time and db_floor and db_floor.burst else None
                     target(
-                        f"burst of {n}: multiuser / DockerSpawner",
+                        f"database on, N={n}{who}: burst (s) <= floor + database's own",
                         server,
-                        ratio(multi.burst, stock and stock.burst),
-                        0.6,
+                        multi_db.burst,
+                        limit,
+                        "s",
                     )
-                    target(
-                        f"stop of {n}: multiuser / floor", server, ratio(multi.stop_all, floor and floor.stop_all), 1.2
-                    )
-            if multi_db:
-                limit = floor_time + db_floor.burst if floor_time and db_floor and db_floor.burst else None
-                target(f"database on, N={n}: burst (s) <= floor + database's own", server, multi_db.burst, limit, "s")
     if poll:
         entry = poll["spawners"].get("MultiUserSpawner")
         worst = max(entry["at_once_requests_max"], entry["spread_requests_max"]) if entry else None
@@ -1022,10 +1099,12 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def ordered(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], servers: list[str]) -> list[Burst]:
     out = []
     for n in sizes:
-        if ("postgres", "db-floor", n) in bursts:
-            out.append(bursts[("postgres", "db-floor", n)])
-        for server in servers:
-            out.extend(bursts[(server, s, n)] for s in ("floor", *HUB_KINDS) if (server, s, n) in bursts)
+        for suffix in ("", RETURNING_SUFFIX):
+            if ("postgres", "db-floor" + suffix, n) in bursts:
+                out.append(bursts[("postgres", "db-floor" + suffix, n)])
+            for server in servers:
+                keys = [(server, s + suffix, n) for s in ("floor", *HUB_KINDS)]
+                out.extend(bursts[key] for key in keys if key in bursts)
     return out
 
 
@@ -1036,13 +1115,14 @@ def results_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], s
         "|" + "---|" * 10,
     ]
     for b in ordered(bursts, sizes, servers):
-        floor, stock = bursts.get((b.server, "floor", b.n)), bursts.get((b.server, "docker", b.n))
+        suffix = RETURNING_SUFFIX if b.returning else ""
+        floor, stock = (bursts.get((b.server, kind + suffix, b.n)) for kind in ("floor", "docker"))
         hub_row = b.scenario in HUB_KINDS
         vs_floor = ratio(b.burst, floor and floor.burst) if hub_row else None
         vs_docker = ratio(b.burst, stock and stock.burst) if hub_row and b.scenario != "docker" else None
         stop_vs = ratio(b.stop_all, floor and floor.stop_all) if hub_row else None
         stop = "-" if b.scenario == "db-floor" else fmt(b.stop_all)
-        name = b.scenario + (" *" if b.disturbed else "") + (f" (FAILED: {b.error[:80]})" if b.error else "")
+        name = b.label + (" *" if b.disturbed else "") + (f" (FAILED: {b.error[:80]})" if b.error else "")
         burst = fmt(b.burst)
         if len(b.repeat_bursts) > 1:
             burst += f" ({fmt(min(b.repeat_bursts))}-{fmt(max(b.repeat_bursts))})"
@@ -1084,7 +1164,7 @@ def phase_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], ser
             cpu,
             f"{fmt(busy and busy * 100, 0)}%",
         ]
-        lines.append(f"| {b.server} | {b.scenario} | {b.n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {b.server} | {b.label} | {b.n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -1115,7 +1195,7 @@ def database_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], 
             fmt(b.median_ready),
             median(lag),
         ]
-        lines.append(f"| {b.server} | {b.scenario} | {b.n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {b.server} | {b.label} | {b.n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -1187,7 +1267,8 @@ def machine_info(client: docker.DockerClient) -> dict[str, Any]:
 
 def measure(
     client: docker.DockerClient, prefix: str, scenario: str, n: int, server: ServerKind | None, workdir: Path, args: Any
-) -> Burst:
+) -> list[Burst]:
+    """One attempt at a scenario: its rounds (new users, then the same users returning)."""
     timeout = 120 + 10 * n
     if scenario == "db-floor":
         return database_floor_burst(client.api, prefix, n, timeout)
@@ -1199,45 +1280,51 @@ def measure(
 
 def measure_repeated(
     client: docker.DockerClient, run: str, scenario: str, n: int, server: ServerKind | None, args: Any
-) -> Burst:
+) -> list[Burst]:
     """Measure ``--repeat`` times on a quiet machine, replacing attempts that failed or that other work disturbed
-    (at most ``--retries`` replacements). Returns the attempt with the median burst time; the others are kept in
-    its ``discarded`` list and all burst times in ``repeat_bursts``."""
+    (at most ``--retries`` replacements). For each round, returns the attempt with the median burst time; the
+    others are kept in its ``discarded`` list and all burst times in ``repeat_bursts``."""
     tag = server.name[0] if server else ""
     prefix = f"{run}-{SHORT_NAMES[scenario]}{tag}{n}"
     label = f"{scenario} ({server.name if server else 'postgres'}), N={n}"
-    good: list[Burst] = []
-    tried: list[Burst] = []
+    good: list[list[Burst]] = []
+    tried: list[list[Burst]] = []
     while len(good) < args.repeat and len(tried) < args.repeat + args.retries:
         waited = wait_for_quiet(args.quiet_wait)
         log.info("%s: attempt %d, after %.0f s waiting for a quiet machine", label, len(tried) + 1, waited)
-        burst = measure(client, prefix, scenario, n, server, args.workdir / f"attempt{len(tried) + 1}", args)
-        burst.quiet_wait = waited
-        burst.disturbed = disturbed(burst.cpu)
-        tried.append(burst)
-        if burst.ok and not burst.disturbed:
-            good.append(burst)
-        log.info(
-            "%s: median %s s, burst %s s, stop %s s; other work used %s CPU s, steal %s s%s %s",
-            label,
-            fmt(burst.median_ready),
-            fmt(burst.burst),
-            fmt(burst.stop_all),
-            fmt(burst.cpu.get("other")),
-            fmt(burst.cpu.get("steal")),
-            f" (disturbed: {burst.cpu.get('other_top')})" if burst.disturbed else "",
-            burst.error,
-        )
+        rounds = measure(client, prefix, scenario, n, server, args.workdir / f"attempt{len(tried) + 1}", args)
+        for burst in rounds:
+            burst.quiet_wait = waited
+            burst.disturbed = disturbed(burst.cpu)
+            log.info(
+                "%s: median %s s, burst %s s, stop %s s; other work used %s CPU s, steal %s s%s %s",
+                label + (RETURNING_SUFFIX if burst.returning else ""),
+                fmt(burst.median_ready),
+                fmt(burst.burst),
+                fmt(burst.stop_all),
+                fmt(burst.cpu.get("other")),
+                fmt(burst.cpu.get("steal")),
+                f" (disturbed: {burst.cpu.get('other_top')})" if burst.disturbed else "",
+                burst.error,
+            )
+        tried.append(rounds)
+        if all(b.ok and not b.disturbed for b in rounds):
+            good.append(rounds)
         remove_objects(client, prefix)
         time.sleep(SETTLE_SECONDS)
-    if good:
-        good.sort(key=lambda b: b.burst or 0.0)
-        chosen = good[(len(good) - 1) // 2]
+    return [pick_median(good, tried, i) for i in range(len(ROUNDS))]
+
+
+def pick_median(good: list[list[Burst]], tried: list[list[Burst]], round_index: int) -> Burst:
+    """The good attempt with the median burst time in this round (or the least bad one, if none was good)."""
+    good_bursts = sorted((rounds[round_index] for rounds in good), key=lambda b: b.burst or 0.0)
+    if good_bursts:
+        chosen = good_bursts[(len(good_bursts) - 1) // 2]
     else:
-        chosen = min(tried, key=lambda b: (not b.ok, b.cpu.get("other", 0.0)))
+        chosen = min((rounds[round_index] for rounds in tried), key=lambda b: (not b.ok, b.cpu.get("other", 0.0)))
     chosen.attempts = len(tried)
-    chosen.repeat_bursts = [b.burst for b in good if b.burst is not None]
-    chosen.discarded = [b.summary() for b in tried if b is not chosen]
+    chosen.repeat_bursts = [b.burst for b in good_bursts if b.burst is not None]
+    chosen.discarded = [rounds[round_index].summary() for rounds in tried if rounds[round_index] is not chosen]
     return chosen
 
 
@@ -1305,12 +1392,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in sizes:
             if "db-floor" in scenarios:
-                bursts[("postgres", "db-floor", n)] = measure_repeated(client, run, "db-floor", n, None, args)
+                bursts.update((b.key, b) for b in measure_repeated(client, run, "db-floor", n, None, args))
             for server in servers:
                 for scenario in ("floor", *HUB_KINDS):
                     if scenario in scenarios:
-                        burst = measure_repeated(client, run, scenario, n, SERVER_KINDS[server], args)
-                        bursts[(server, scenario, n)] = burst
+                        rounds = measure_repeated(client, run, scenario, n, SERVER_KINDS[server], args)
+                        bursts.update((b.key, b) for b in rounds)
         if "poll" in scenarios:
             log.info("polling %d servers ...", args.poll_servers)
             poll = asyncio.run(
