@@ -216,16 +216,18 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         try:
             image_info = await self._ensure_image(progress)
             self._checkpoint()
-            # The notebook's environment needs the database's credentials, which live on its data volume: make the
-            # volumes and the network first, side by side, then start the database beside the notebook.
+            # Home volume, network and database volume are independent: make them side by side. The database
+            # starts as soon as its network and volume exist; the notebook also needs its home and the database's
+            # credentials (kept on the data volume), then starts beside the database.
             preparations = [self._prepare_home(resources, image_info, progress)]
             if self.database_enabled:
-                preparations.append(self._prepare_private_network(resources, created, progress))
-                preparations.append(self._prepare_database_volume(resources))
+                database_prepared = asyncio.ensure_future(self._prepare_database(resources, created, progress))
+                database_task = asyncio.ensure_future(
+                    self._start_database(database_prepared, resources, created, progress)
+                )
+                preparations.append(database_prepared)
             await gather_all(preparations)
             self._checkpoint()
-            if self.database_enabled:
-                database_task = asyncio.ensure_future(self._start_database(resources, created, progress))
             await self._start_notebook(resources, image_info, created, progress)
             if database_task is not None:
                 await database_task
@@ -312,6 +314,13 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         verb = "Created" if created else "Found"
         progress.stage("volume", f"{verb} home volume {resources.home_volume}")
 
+    async def _prepare_database(
+        self, resources: names.ResourceNames, created: list[tuple[str, str]], progress: SpawnProgress
+    ) -> None:
+        await gather_all(
+            [self._prepare_private_network(resources, created, progress), self._prepare_database_volume(resources)]
+        )
+
     async def _prepare_private_network(
         self, resources: names.ResourceNames, created: list[tuple[str, str]], progress: SpawnProgress
     ) -> None:
@@ -336,8 +345,14 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         )
 
     async def _start_database(
-        self, resources: names.ResourceNames, created: list[tuple[str, str]], progress: SpawnProgress
+        self,
+        prepared: asyncio.Future,
+        resources: names.ResourceNames,
+        created: list[tuple[str, str]],
+        progress: SpawnProgress,
     ) -> None:
+        await prepared  # its network and data volume (with the credentials)
+        self._checkpoint()
         credentials = self._db_credentials
         spec = container_spec.database_container(
             name=resources.database_container,
