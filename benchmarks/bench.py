@@ -61,18 +61,27 @@ CPU_LIMIT = 1.0
 MEM_LIMIT = 1024**3  # "1G" as the hub's ByteSpecification reads it
 SERVER_PORT = 8888
 HOME = "/home/jovyan"
+NOTEBOOK_LIMITS = {"mem_limit": MEM_LIMIT, "cpu_period": 100_000, "cpu_quota": int(CPU_LIMIT * 100_000)}
 PG_DATA = "/var/lib/postgresql/data"
 POSTGRES_UP_MARKER = "database system is ready to accept connections"
 HTTP_CHECK_INTERVAL = 0.05  # the floors' readiness probe period (the hub's own backoff starts at up to 0.2 s)
 HUB_LIST_INTERVAL = 0.25  # how often the hub's user list is read, should the hub answer a request before finishing
 SETTLE_SECONDS = 3.0  # pause after a scenario's clean-up, before the next one
 HUB_KINDS = ("docker", "multiuser", "multiuser-db")
-ALL_SCENARIOS = ("floor", "db-floor", *HUB_KINDS, "poll")
+FLOOR_KINDS = ("floor", "pair-floor")
+ALL_SCENARIOS = (*FLOOR_KINDS, "db-floor", *HUB_KINDS, "poll")
 # A class logs in on day one with new users (new volumes: new homes, databases to initialise), and on every later
 # day as returning users, whose volumes exist. Each scenario measures both, in that order, on the same volumes.
 ROUNDS = (False, True)  # returning?
 RETURNING_SUFFIX = ", returning"
-SHORT_NAMES = {"floor": "fl", "db-floor": "pg", "docker": "ds", "multiuser": "mu", "multiuser-db": "db"}
+SHORT_NAMES = {
+    "floor": "fl",
+    "pair-floor": "pf",
+    "db-floor": "pg",
+    "docker": "ds",
+    "multiuser": "mu",
+    "multiuser-db": "db",
+}
 
 
 @dataclass(frozen=True)
@@ -177,11 +186,15 @@ def remove_objects(client: docker.DockerClient, prefix: str, attempts: int = 5) 
 
 
 def remove_containers(api: docker.APIClient, prefix: str) -> None:
-    """Remove every container named ``prefix-*`` (volumes stay), ignoring ones that vanish meanwhile."""
+    """Remove every container and network named ``prefix-*`` (volumes stay), ignoring ones that vanish meanwhile."""
     for container in api.containers(all=True, filters={"name": f"{prefix}-"}):
         if any(name.lstrip("/").startswith(f"{prefix}-") for name in container["Names"]):
             with contextlib.suppress(docker.errors.NotFound):
                 api.remove_container(container["Id"], v=True, force=True)
+    for network in api.networks(names=[f"{prefix}-"]):
+        if network["Name"].startswith(f"{prefix}-"):
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_network(network["Id"])
 
 
 def user_names(n: int) -> list[str]:
@@ -513,60 +526,110 @@ def server_answers(ip: str, port: int, path: str) -> bool:
     return len(status_line) >= 2 and status_line[1].isdigit() and int(status_line[1]) < 500
 
 
-def floor_burst(api: docker.APIClient, prefix: str, n: int, server: ServerKind, timeout: float) -> list[Burst]:
+def floor_burst(
+    api: docker.APIClient, prefix: str, n: int, server: ServerKind, timeout: float, pairs: bool = False
+) -> list[Burst]:
     """N notebook containers at once with docker-py: create, start, read the IP, probe HTTP until it answers (the
-    URL the hub probes); then stop and remove them all at once. Once for new users, once more on their volumes."""
+    URL the hub probes); then stop and remove them all at once. Once for new users, once more on their volumes.
+
+    With ``pairs``, each user gets what MultiUserSpawner makes with the database on: a new bridge network, a
+    database container on it (its data on a volume) and the notebook container on it; ready when both are."""
     with HubStub() as stub:
-        return [floor_round(api, prefix, n, server, timeout, stub, returning) for returning in ROUNDS]
+        return [floor_round(api, prefix, n, server, timeout, stub, returning, pairs) for returning in ROUNDS]
 
 
 def floor_round(
-    api: docker.APIClient, prefix: str, n: int, server: ServerKind, timeout: float, stub: HubStub, returning: bool
+    api: docker.APIClient,
+    prefix: str,
+    n: int,
+    server: ServerKind,
+    timeout: float,
+    stub: HubStub,
+    returning: bool,
+    pairs: bool,
 ) -> Burst:
-    result = Burst("floor", server.name, n, returning)
+    result = Burst("pair-floor" if pairs else "floor", server.name, n, returning)
     users = user_names(n)
-    ids: dict[str, str] = {}
+    ids: dict[str, list[str]] = {}  # user -> their containers, notebook last
     meter = CpuMeter(api, prefix, {"bench": [os.getpid()]})
 
     def start_one(i: int, t0: float) -> None:
         user = users[i]
-        host_config = api.create_host_config(
-            binds={f"{prefix}-{user}_home": {"bind": HOME, "mode": "rw"}},
-            network_mode="bridge",
-            mem_limit=MEM_LIMIT,
-            cpu_period=100_000,
-            cpu_quota=int(CPU_LIMIT * 100_000),
-            init=True,  # `docker run --init`: a stop is the server's own shutdown, never a 10 s grace period
-        )
-        created = api.create_container(
+        network = f"{prefix}-{user}_net" if pairs else "bridge"
+        ids[user] = []
+        if pairs:
+            api.create_network(network, driver="bridge", check_duplicate=True)
+            db_ip = start_container(
+                user,
+                POSTGRES_IMAGE,
+                name=f"{prefix}-{user}_db",
+                environment={"POSTGRES_USER": "jupyter", "POSTGRES_PASSWORD": secrets.token_urlsafe(24)},
+                binds={f"{prefix}-{user}_db": {"bind": PG_DATA, "mode": "rw"}},
+                network=network,
+                aliases=["db"],
+            )
+        ip = start_container(
+            user,
             SINGLEUSER_IMAGE,
-            command=server.command,
             name=f"{prefix}-{user}",
+            command=server.command,
             environment=singleuser_environment(user, stub.api_url),
-            ports=[SERVER_PORT],
-            host_config=host_config,
+            binds={f"{prefix}-{user}_home": {"bind": HOME, "mode": "rw"}},
+            network=network,
+            limits=True,
         )
-        ids[user] = created["Id"]
-        api.start(created["Id"])
-        ip = api.inspect_container(created["Id"])["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
-        while not server_answers(ip, SERVER_PORT, f"/user/{user}/api"):
-            if time.monotonic() > t0 + timeout:
+        waiting = [lambda: server_answers(ip, SERVER_PORT, f"/user/{user}/api")]
+        if pairs:
+            waiting.append(lambda: postgres_ready(db_ip))
+        while waiting:
+            waiting = [check for check in waiting if not check()]
+            if waiting and time.monotonic() > t0 + timeout:
                 raise TimeoutError(f"{user}'s server did not answer within {timeout:.0f} s")
-            time.sleep(HTTP_CHECK_INTERVAL)
+            time.sleep(HTTP_CHECK_INTERVAL if waiting else 0)
         result.ready[user] = round(time.monotonic() - t0, 3)
+
+    def start_container(
+        user: str,
+        image: str,
+        *,
+        network: str,
+        binds: dict,
+        aliases: list[str] | None = None,
+        limits: bool = False,
+        **create: Any,
+    ) -> str:
+        host_config = api.create_host_config(
+            binds=binds,
+            network_mode=network,
+            init=True,  # `docker run --init`: a stop is the server's own shutdown, never a 10 s grace period
+            **(NOTEBOOK_LIMITS if limits else {}),
+        )
+        networking = api.create_networking_config({network: api.create_endpoint_config(aliases=aliases)})
+        created = api.create_container(
+            image, ports=[SERVER_PORT], host_config=host_config, networking_config=networking, **create
+        )
+        ids[user].append(created["Id"])
+        api.start(created["Id"])
+        return api.inspect_container(created["Id"])["NetworkSettings"]["Networks"][network]["IPAddress"]
 
     meter.start()
     try:
         t0 = run_at_once(n, start_one, timeout + 30)
         result.cpu = meter.stop()
         result.phases = {u: container_timeline(api, f"{prefix}-{u}", t0, server.up_marker) for u in users}
+        if pairs:
+            for u in users:
+                result.phases[u].update(database_timeline(api, f"{prefix}-{u}_db", t0))
     except Exception as e:
         result.error = f"start: {e!r}"
 
     def stop_one(i: int, t0: float) -> None:
         user = users[i]
-        api.stop(ids[user], timeout=10)  # docker stop's (and both spawners') default grace period
-        api.remove_container(ids[user], v=True)  # anonymous volumes only: the home volume stays
+        for container in ids[user]:
+            api.stop(container, timeout=10)  # docker stop's (and both spawners') default grace period
+            api.remove_container(container, v=True)  # anonymous volumes only: named ones stay
+        if pairs:
+            api.remove_network(f"{prefix}-{user}_net")
         result.stopped[user] = round(time.monotonic() - t0, 3)
 
     if not result.error:
@@ -1037,13 +1100,15 @@ def evaluate(
     server are reported too, marked as diagnostics."""
     targets: list[dict] = []
 
-    def target(name: str, server: str, measured: float | None, limit: float | None, unit: str = "x") -> None:
+    def target(
+        name: str, server: str, measured: float | None, limit: float | None, unit: str = "x", diagnostic: bool = False
+    ) -> None:
         met = None if measured is None or limit is None else measured <= limit
         targets.append(
             {
                 "target": name,
                 "server": server,
-                "issue": server == "jupyter" or server == "-",
+                "issue": (server == "jupyter" or server == "-") and not diagnostic,
                 "measured": measured,
                 "limit": round(limit, 3) if limit is not None else None,
                 "unit": unit,
@@ -1085,6 +1150,14 @@ def evaluate(
                         limit,
                         "s",
                     )
+                    pair_floor = bursts.get((server, "pair-floor" + suffix, n))
+                    target(
+                        f"database on, N={n}{who}: multiuser-db / pair floor",
+                        server,
+                        ratio(multi_db.burst, pair_floor and pair_floor.burst),
+                        1.15,
+                        diagnostic=True,
+                    )
     if poll:
         entry = poll["spawners"].get("MultiUserSpawner")
         worst = max(entry["at_once_requests_max"], entry["spread_requests_max"]) if entry else None
@@ -1103,7 +1176,7 @@ def ordered(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], servers
             if ("postgres", "db-floor" + suffix, n) in bursts:
                 out.append(bursts[("postgres", "db-floor" + suffix, n)])
             for server in servers:
-                keys = [(server, s + suffix, n) for s in ("floor", *HUB_KINDS)]
+                keys = [(server, s + suffix, n) for s in (*FLOOR_KINDS, *HUB_KINDS)]
                 out.extend(bursts[key] for key in keys if key in bursts)
     return out
 
@@ -1180,7 +1253,7 @@ def database_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], 
         return fmt(statistics.median(values)) if values else "-"
 
     for b in ordered(bursts, sizes, servers):
-        if b.scenario not in ("db-floor", "multiuser-db"):
+        if b.scenario not in ("db-floor", "pair-floor", "multiuser-db"):
             continue
         phases = b.phases.values()
         lag = [
@@ -1273,8 +1346,8 @@ def measure(
     if scenario == "db-floor":
         return database_floor_burst(client.api, prefix, n, timeout)
     assert server is not None
-    if scenario == "floor":
-        return floor_burst(client.api, prefix, n, server, timeout)
+    if scenario in FLOOR_KINDS:
+        return floor_burst(client.api, prefix, n, server, timeout, pairs=scenario == "pair-floor")
     return hub_burst(scenario, prefix, n, server, workdir / prefix, client, timeout, args.multiuser_config)
 
 
@@ -1394,7 +1467,7 @@ def main(argv: list[str] | None = None) -> int:
             if "db-floor" in scenarios:
                 bursts.update((b.key, b) for b in measure_repeated(client, run, "db-floor", n, None, args))
             for server in servers:
-                for scenario in ("floor", *HUB_KINDS):
+                for scenario in (*FLOOR_KINDS, *HUB_KINDS):
                     if scenario in scenarios:
                         rounds = measure_repeated(client, run, scenario, n, SERVER_KINDS[server], args)
                         bursts.update((b.key, b) for b in rounds)
@@ -1427,7 +1500,7 @@ def main(argv: list[str] | None = None) -> int:
     print(results_table(bursts, sizes, servers))
     print("\n* other work used a noticeable share of the machine during this burst, in every attempt\n")
     print(phase_table(bursts, sizes, servers))
-    if any(b.scenario in ("db-floor", "multiuser-db") for b in bursts.values()):
+    if any(b.scenario in ("db-floor", "pair-floor", "multiuser-db") for b in bursts.values()):
         print()
         print(database_table(bursts, sizes, servers))
     if poll:
