@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import docker
 import pytest
 
 from hubstack import exec_in, notebook, spawn_failure_message
@@ -171,3 +172,24 @@ def test_hub_in_a_container_joins_each_user_network(make_hub, docker_client):
         assert not docker_client.networks.list(names=[net])
     finally:
         standin.remove(force=True)
+
+
+def test_no_address_range_left_for_a_network_says_how_to_give_docker_more(hub, docker_client):
+    # Docker's default address pools hold about 30 bridge networks; a large class with databases runs out.
+    filled = []
+    try:
+        while True:
+            try:
+                filled.append(docker_client.networks.create(f"{hub.prefix}-fill-{len(filled)}", driver="bridge"))
+            except docker.errors.APIError as e:
+                assert "address pool" in str(e), e
+                break
+            assert len(filled) < 1000, "this engine's address pools seem unlimited"
+        message = spawn_failure_message(hub, "bob")
+    finally:
+        for network in filled:
+            network.remove()
+    assert f"creating network {hub.prefix}-bob_net failed" in message
+    assert "default-address-pools" in message and "/etc/docker/daemon.json" in message
+    assert not [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(f"{hub.prefix}-bob")]
+    hub.start_server("bob")  # with ranges free again, the same user starts
