@@ -1351,41 +1351,58 @@ def measure(
     return hub_burst(scenario, prefix, n, server, workdir / prefix, client, timeout, args.multiuser_config)
 
 
-def measure_repeated(
-    client: docker.DockerClient, run: str, scenario: str, n: int, server: ServerKind | None, args: Any
+Job = tuple[str, "ServerKind | None"]  # (scenario, server kind; None for db-floor)
+
+
+def measure_interleaved(client: docker.DockerClient, run: str, n: int, jobs: list[Job], args: Any) -> list[Burst]:
+    """Measure every job ``--repeat`` times on a quiet machine, in passes: each pass measures every job once, so a
+    machine that gets slower or faster over the run (a shared host does) shifts all scenarios alike instead of
+    whichever ran at the time. Attempts that failed or that other work disturbed are measured again in later
+    passes (at most ``--retries`` more per job). For each job and round, the attempt with the median burst time is
+    reported; the others are kept in its ``discarded`` list and all burst times in ``repeat_bursts``."""
+    tried: dict[int, list[list[Burst]]] = {i: [] for i in range(len(jobs))}
+    good: dict[int, list[list[Burst]]] = {i: [] for i in range(len(jobs))}
+
+    def wanted(i: int) -> bool:
+        return len(good[i]) < args.repeat and len(tried[i]) < args.repeat + args.retries
+
+    while any(wanted(i) for i in tried):
+        for i, (scenario, server) in enumerate(jobs):
+            if wanted(i):
+                rounds = measure_attempt(client, run, scenario, n, server, len(tried[i]) + 1, args)
+                tried[i].append(rounds)
+                if all(b.ok and not b.disturbed for b in rounds):
+                    good[i].append(rounds)
+    return [pick_median(good[i], tried[i], r) for i in tried for r in range(len(ROUNDS))]
+
+
+def measure_attempt(
+    client: docker.DockerClient, run: str, scenario: str, n: int, server: ServerKind | None, number: int, args: Any
 ) -> list[Burst]:
-    """Measure ``--repeat`` times on a quiet machine, replacing attempts that failed or that other work disturbed
-    (at most ``--retries`` replacements). For each round, returns the attempt with the median burst time; the
-    others are kept in its ``discarded`` list and all burst times in ``repeat_bursts``."""
+    """One attempt at a scenario, after waiting for a quiet machine; its rounds, logged."""
     tag = server.name[0] if server else ""
     prefix = f"{run}-{SHORT_NAMES[scenario]}{tag}{n}"
     label = f"{scenario} ({server.name if server else 'postgres'}), N={n}"
-    good: list[list[Burst]] = []
-    tried: list[list[Burst]] = []
-    while len(good) < args.repeat and len(tried) < args.repeat + args.retries:
-        waited = wait_for_quiet(args.quiet_wait)
-        log.info("%s: attempt %d, after %.0f s waiting for a quiet machine", label, len(tried) + 1, waited)
-        rounds = measure(client, prefix, scenario, n, server, args.workdir / f"attempt{len(tried) + 1}", args)
-        for burst in rounds:
-            burst.quiet_wait = waited
-            burst.disturbed = disturbed(burst.cpu)
-            log.info(
-                "%s: median %s s, burst %s s, stop %s s; other work used %s CPU s, steal %s s%s %s",
-                label + (RETURNING_SUFFIX if burst.returning else ""),
-                fmt(burst.median_ready),
-                fmt(burst.burst),
-                fmt(burst.stop_all),
-                fmt(burst.cpu.get("other")),
-                fmt(burst.cpu.get("steal")),
-                f" (disturbed: {burst.cpu.get('other_top')})" if burst.disturbed else "",
-                burst.error,
-            )
-        tried.append(rounds)
-        if all(b.ok and not b.disturbed for b in rounds):
-            good.append(rounds)
-        remove_objects(client, prefix)
-        time.sleep(SETTLE_SECONDS)
-    return [pick_median(good, tried, i) for i in range(len(ROUNDS))]
+    waited = wait_for_quiet(args.quiet_wait)
+    log.info("%s: attempt %d, after %.0f s waiting for a quiet machine", label, number, waited)
+    rounds = measure(client, prefix, scenario, n, server, args.workdir / f"attempt{number}", args)
+    for burst in rounds:
+        burst.quiet_wait = waited
+        burst.disturbed = disturbed(burst.cpu)
+        log.info(
+            "%s: median %s s, burst %s s, stop %s s; other work used %s CPU s, steal %s s%s %s",
+            label + (RETURNING_SUFFIX if burst.returning else ""),
+            fmt(burst.median_ready),
+            fmt(burst.burst),
+            fmt(burst.stop_all),
+            fmt(burst.cpu.get("other")),
+            fmt(burst.cpu.get("steal")),
+            f" (disturbed: {burst.cpu.get('other_top')})" if burst.disturbed else "",
+            burst.error,
+        )
+    remove_objects(client, prefix)
+    time.sleep(SETTLE_SECONDS)
+    return rounds
 
 
 def pick_median(good: list[list[Burst]], tried: list[list[Burst]], round_index: int) -> Burst:
@@ -1464,13 +1481,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("run %s; hub configurations and logs under %s", run, args.workdir)
     try:
         for n in sizes:
-            if "db-floor" in scenarios:
-                bursts.update((b.key, b) for b in measure_repeated(client, run, "db-floor", n, None, args))
+            jobs: list[Job] = [("db-floor", None)] if "db-floor" in scenarios else []
             for server in servers:
-                for scenario in (*FLOOR_KINDS, *HUB_KINDS):
-                    if scenario in scenarios:
-                        rounds = measure_repeated(client, run, scenario, n, SERVER_KINDS[server], args)
-                        bursts.update((b.key, b) for b in rounds)
+                jobs += [(s, SERVER_KINDS[server]) for s in (*FLOOR_KINDS, *HUB_KINDS) if s in scenarios]
+            bursts.update((b.key, b) for b in measure_interleaved(client, run, n, jobs, args))
         if "poll" in scenarios:
             log.info("polling %d servers ...", args.poll_servers)
             poll = asyncio.run(
