@@ -17,7 +17,7 @@ from urllib.parse import quote
 from .container_spec import ContainerSpec
 from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours
 from .names import LABEL_DB_PASSWORD, ROLE_DATABASE_DATA, labels
-from .startup import TCP_OPEN, TCP_UNREACHABLE, connect_intervals, probe_tcp, running_summary
+from .startup import TCP_OPEN, TCP_UNREACHABLE, connect_intervals, current_state, probe_tcp
 
 PASSWORD_BYTES = 24
 
@@ -143,16 +143,11 @@ async def wait_until_ready(
 
 
 async def _running_address(gateway: DockerGateway, container: str, since: float) -> str:
-    """The database's IP address, from the shared container list; raise with its logs if it is not running."""
-    summary = await running_summary(gateway, container, since)
-    if summary is None:
-        # the list says stopped (or not there): rare, so look at this one container precisely
-        state = await gateway.inspect_container(container)
-        if state is None or not state["State"]["Running"]:
-            logs = await gateway.logs_tail(container, 20)
-            raise DatabaseNotReady(container, "the database container stopped", logs)
-        summary = state
-    networks = summary["NetworkSettings"].get("Networks") or {}
+    """The database's IP address; raise with its logs if it is not running."""
+    running, info = await current_state(gateway, container, since)
+    if not running:
+        raise DatabaseNotReady(container, "the database container stopped", await gateway.logs_tail(container, 20))
+    networks = info["NetworkSettings"].get("Networks") or {}
     return next((n["IPAddress"] for n in networks.values() if n.get("IPAddress")), "")
 
 

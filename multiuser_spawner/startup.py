@@ -68,23 +68,22 @@ async def accepts_tcp(ip: str, port: int) -> bool:
     return await probe_tcp(ip, port) == TCP_OPEN
 
 
-async def running_summary(gateway: DockerGateway, container: str, since: float) -> dict[str, Any] | None:
-    """The container's entry in the shared list (at most :data:`STATE_CHECK_INTERVAL` old, and taken after
-    ``since``) while it runs; None when the list shows it stopped or missing."""
+async def current_state(gateway: DockerGateway, container: str, since: float) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the container runs, and what Docker says of it: its entry in the shared list (at most
+    :data:`STATE_CHECK_INTERVAL` old, and taken after ``since``) while it runs; when the list says otherwise (rare),
+    a precise inspect of it, or None if it is gone."""
     fresh_after = max(since, time.monotonic() - STATE_CHECK_INTERVAL)
     summary = await gateway.view.state(container, not_older_than=fresh_after)
     if summary is not None and summary.get("State") == "running":
-        return summary
-    return None
+        return True, summary
+    info = await gateway.inspect_container(container)
+    return info is not None and info["State"]["Running"], info
 
 
 async def fail_if_stopped(gateway: DockerGateway, container: str, since: float, log_lines: int = 20) -> None:
     """Raise :class:`ServerExited`, with the container's exit reason and last log lines, if it no longer runs."""
-    if await running_summary(gateway, container, since) is not None:
-        return
-    # the list says stopped (or not there): rare, so look at this one container precisely
-    info = await gateway.inspect_container(container)
-    if info is not None and info["State"]["Running"]:
+    running, info = await current_state(gateway, container, since)
+    if running:
         return
     if info is None:
         raise ServerExited(f"container {container} disappeared while its server was starting")
