@@ -1206,6 +1206,11 @@ def results_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], s
     return "\n".join(lines)
 
 
+def median_cell(values: list[float]) -> str:
+    """A table cell: the median of ``values``, or "-" when there are none."""
+    return fmt(statistics.median(values)) if values else "-"
+
+
 def phase_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], servers: list[str]) -> str:
     """Where the time goes: medians over one burst's users, in seconds since the burst's requests went out."""
     lines = [
@@ -1213,9 +1218,6 @@ def phase_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], ser
         "| CPU s: containers (all) / hub / engine / other | machine busy |",
         "|" + "---|" * 11,
     ]
-
-    def median(values: list[float]) -> str:
-        return fmt(statistics.median(values)) if values else "-"
 
     for b in ordered(bursts, sizes, servers):
         if b.scenario == "db-floor" or not b.phases:
@@ -1228,12 +1230,12 @@ def phase_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], ser
         cpu = " / ".join([containers, *(fmt(b.cpu.get(k), 1) for k in ("hub", "docker_engine", "other"))])
         busy = b.cpu.get("machine_utilisation")
         cells = [
-            median([p["container_running"] for p in phases if "container_running" in p]),
-            median([p["server_up"] for p in phases if "server_up" in p]),
+            median_cell([p["container_running"] for p in phases if "container_running" in p]),
+            median_cell([p["server_up"] for p in phases if "server_up" in p]),
             fmt(b.median_ready),
-            median(lag),
-            median([p["spawner_start"] for p in phases if "spawner_start" in p]),
-            median([p["spawner_stop"] for p in phases if "spawner_stop" in p]),
+            median_cell(lag),
+            median_cell([p["spawner_start"] for p in phases if "spawner_start" in p]),
+            median_cell([p["spawner_stop"] for p in phases if "spawner_stop" in p]),
             cpu,
             f"{fmt(busy and busy * 100, 0)}%",
         ]
@@ -1249,9 +1251,6 @@ def database_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], 
         "|" + "---|" * 8,
     ]
 
-    def median(values: list[float]) -> str:
-        return fmt(statistics.median(values)) if values else "-"
-
     for b in ordered(bursts, sizes, servers):
         if b.scenario not in ("db-floor", "pair-floor", "multiuser-db"):
             continue
@@ -1262,11 +1261,11 @@ def database_table(bursts: dict[tuple[str, str, int], Burst], sizes: list[int], 
             if "db_up" in p and u in b.ready
         ]
         cells = [
-            median([p["db_running"] for p in phases if "db_running" in p]),
-            median([p["db_up"] for p in phases if "db_up" in p]),
-            median([p["server_up"] for p in phases if "server_up" in p]),
+            median_cell([p["db_running"] for p in phases if "db_running" in p]),
+            median_cell([p["db_up"] for p in phases if "db_up" in p]),
+            median_cell([p["server_up"] for p in phases if "server_up" in p]),
             fmt(b.median_ready),
-            median(lag),
+            median_cell(lag),
         ]
         lines.append(f"| {b.server} | {b.label} | {b.n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

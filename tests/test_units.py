@@ -162,6 +162,15 @@ def test_connect_intervals_start_short_and_level_off():
     assert taken[-1] == 0.25
 
 
+async def refusing_port() -> int:
+    """A loopback port nothing listens on (it was bound a moment ago, so it refuses connections)."""
+    probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    return port
+
+
 class _StartingServers(_CountingClient):
     """Stands in for docker-py while servers start: lists the containers, counts every inspect."""
 
@@ -187,10 +196,7 @@ async def test_many_starting_servers_share_one_container_list_and_inspect_nothin
     listeners = []
 
     async def start_and_wait(name: str) -> bool:
-        probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
-        port = probe.sockets[0].getsockname()[1]
-        probe.close()
-        await probe.wait_closed()  # the port now refuses, like a server still starting
+        port = await refusing_port()  # like a server still starting
         waiting = asyncio.ensure_future(startup.wait_until_listening(gateway, name, "127.0.0.1", port, timeout=10))
         await asyncio.sleep(1.2)
         listeners.append(await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port))
@@ -209,10 +215,7 @@ async def test_many_starting_servers_share_one_container_list_and_inspect_nothin
 async def test_a_server_that_stops_while_starting_fails_with_its_logs():
     client = _StartingServers({"nb": "exited"})
     gateway = DockerGateway(client, concurrency=2, view_max_age=30)
-    probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
-    port = probe.sockets[0].getsockname()[1]
-    probe.close()
-    await probe.wait_closed()
+    port = await refusing_port()
     with pytest.raises(startup.ServerExited, match="exit code 3") as failure:
         await startup.wait_until_listening(gateway, "nb", "127.0.0.1", port, timeout=10)
     assert "no module named jupyterhub" in str(failure.value)
@@ -251,10 +254,7 @@ class _StartingDatabase(_StartingServers):
 
 
 async def test_database_ready_command_runs_once_its_port_opens():
-    probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
-    port = probe.sockets[0].getsockname()[1]
-    probe.close()
-    await probe.wait_closed()
+    port = await refusing_port()
     client = _StartingDatabase("127.0.0.1")
     gateway = DockerGateway(client, concurrency=2, view_max_age=30)
     waiting = asyncio.ensure_future(sidecar.wait_until_ready(gateway, "db", ["pg_isready"], 10, port, exec_every=0.1))
