@@ -182,9 +182,12 @@ class MultiUserSettings(Configurable):
 
     database_ready_command = List(
         Unicode(),
-        ["pg_isready", "--quiet", "--host=127.0.0.1", "--port={db_port}"],
+        [],
         help="""Command run in the database container until it exits 0; the spawn finishes only then.
-        ``{db_*}`` fields are filled in. It must fail while the image's first-run setup is still going on.""",
+        ``{db_*}`` fields are filled in. It must fail while the image's first-run setup is still going on.
+        Empty (the default): the database is Postgres, and the hub asks it directly over its network, by
+        ``pg_isready``'s rule, with no ``docker exec``; if the hub cannot reach that network, it runs ``pg_isready``
+        in the container instead.""",
     ).tag(config=True)
 
     database_ready_timeout = Float(

@@ -376,13 +376,19 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         progress.stage("database-started", f"Database {resources.database_container} started")
 
     async def _wait_for_database(self, resources: names.ResourceNames, progress: SpawnProgress) -> None:
-        fields = self._db_credentials.template_fields()
-        command = [fill_template(part, fields) for part in self.database_ready_command]
         await sidecar.wait_until_ready(
-            self.gateway, resources.database_container, command, self.database_ready_timeout, self.database_port
+            self.gateway, resources.database_container, self._database_readiness(), self.database_ready_timeout
         )
         self._database_ready = True
         progress.stage("database-ready", "Database is accepting connections")
+
+    def _database_readiness(self) -> sidecar.ReadinessCheck:
+        """The admin's ready command, run in the container; without one, Postgres asked by the hub itself."""
+        if not self.database_ready_command:
+            return sidecar.postgres_readiness(self._db_credentials)
+        fields = self._db_credentials.template_fields()
+        command = tuple(fill_template(part, fields) for part in self.database_ready_command)
+        return sidecar.ReadinessCheck(port=self.database_port, command=command)
 
     async def _start_notebook(
         self,
@@ -514,11 +520,9 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         return info is not None and is_ours(info)
 
     async def _let_database_initialise(self, container: str) -> None:
-        fields = self._db_credentials.template_fields()
-        command = [fill_template(part, fields) for part in self.database_ready_command]
         try:
             await sidecar.wait_until_ready(
-                self.gateway, container, command, self.database_ready_timeout, self.database_port
+                self.gateway, container, self._database_readiness(), self.database_ready_timeout
             )
         except DockerGatewayError as e:
             self.log.warning("Database %s did not finish its first start: %s", container, e)

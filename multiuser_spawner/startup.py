@@ -51,16 +51,26 @@ TCP_REFUSED = "refused"  # the address answered: nothing listens on the port yet
 TCP_UNREACHABLE = "unreachable"  # no answer at all: this process cannot reach that network
 
 
+async def open_tcp(
+    ip: str, port: int, timeout: float = 1.0
+) -> tuple[str, tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]:
+    """Open one TCP connection to ``ip:port``: (:data:`TCP_OPEN`, its streams), or (:data:`TCP_REFUSED` or
+    :data:`TCP_UNREACHABLE`, None)."""
+    try:
+        streams = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return TCP_REFUSED, None
+    except (OSError, asyncio.TimeoutError):
+        return TCP_UNREACHABLE, None
+    return TCP_OPEN, streams
+
+
 async def probe_tcp(ip: str, port: int, timeout: float = 1.0) -> str:
     """Try one TCP connection to ``ip:port``: :data:`TCP_OPEN`, :data:`TCP_REFUSED` or :data:`TCP_UNREACHABLE`."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=timeout)
-    except ConnectionRefusedError:
-        return TCP_REFUSED
-    except (OSError, asyncio.TimeoutError):
-        return TCP_UNREACHABLE
-    writer.close()
-    return TCP_OPEN
+    reach, streams = await open_tcp(ip, port, timeout)
+    if streams is not None:
+        streams[1].close()
+    return reach
 
 
 async def accepts_tcp(ip: str, port: int) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import docker
 import pytest
 
@@ -16,7 +18,7 @@ c.MultiUserSpawner.group_overrides = {
         "database_enabled": True, "database_ready_command": ["false"], "database_ready_timeout": 4}},
 }
 """
-USERS = {"ada": ["db"], "bob": ["db"], "nodb": [], "eve": ["broken"]}
+USERS = {"ada": ["db"], "bob": ["db"], "cy": ["db"], "nodb": [], "eve": ["broken"]}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,22 @@ def test_row_survives_stop_start_and_hub_restart(hub, docker_client):
     hub.wait_ready("ada")
     assert hub.server_api("ada", "api/status").status_code == 200
     assert sql(notebook(docker_client, hub, "ada"), "SELECT body FROM notes") == (0, "kept\n")
+
+
+def test_a_new_database_is_asked_by_the_hub_and_ready_when_the_spawn_ends(hub, docker_client):
+    since = int(time.time())
+    hub.start_server("cy")  # a new user: the database's first-run setup happens during this spawn
+    assert sql(notebook(docker_client, hub, "cy"), "SELECT current_database()") == (0, "jupyter\n")
+    # the hub asked Postgres itself, over the private network, instead of running pg_isready in the container
+    execs = docker_client.api.events(
+        since=since,
+        until=int(time.time()) + 1,
+        filters={"type": "container", "event": "exec_create", "container": f"{hub.prefix}-cy_db"},
+        decode=True,
+    )
+    assert [event["Action"] for event in execs] == []
+    logs = database(docker_client, hub, "cy").logs().decode()
+    assert "database initialized in" in logs, logs  # it was new: the setup ran, then the server
 
 
 def test_environment_has_the_seed_names_the_long_forms_and_libpq(hub, docker_client):

@@ -253,11 +253,15 @@ class _StartingDatabase(_StartingServers):
         return {"ExitCode": 0 if self.exec_calls > self.failures else 2}
 
 
+COMMAND_CHECK = sidecar.ReadinessCheck(port=5432, command=("pg_isready",))
+
+
 async def test_database_ready_command_runs_once_its_port_opens():
     port = await refusing_port()
     client = _StartingDatabase("127.0.0.1")
     gateway = DockerGateway(client, concurrency=2, view_max_age=30)
-    waiting = asyncio.ensure_future(sidecar.wait_until_ready(gateway, "db", ["pg_isready"], 10, port, exec_every=0.1))
+    check = sidecar.ReadinessCheck(port=port, command=("pg_isready",))
+    waiting = asyncio.ensure_future(sidecar.wait_until_ready(gateway, "db", check, 10, exec_every=0.1))
     await asyncio.sleep(1.0)  # initialising: the port refuses, so no exec however long it takes
     assert client.exec_calls == 0
     listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
@@ -272,8 +276,88 @@ async def test_database_ready_command_runs_once_its_port_opens():
 async def test_database_out_of_reach_is_checked_by_its_ready_command_alone():
     client = _StartingDatabase("", failures=2)  # no address this process could try
     gateway = DockerGateway(client, concurrency=2, view_max_age=30)
-    await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", ["pg_isready"], 10, 5432, exec_every=0.1), 5)
+    await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", COMMAND_CHECK, 10, exec_every=0.1), 5)
     assert client.exec_calls == 3
+
+
+def test_postgres_readiness_asks_as_the_notebook_user_and_falls_back_to_pg_isready():
+    assert sidecar.postgres_readiness(CREDS) == sidecar.ReadinessCheck(
+        port=5432,
+        command=("pg_isready", "--quiet", "--host=127.0.0.1", "--port=5432"),
+        postgres_login=("jupyter", "jupyter"),
+    )
+
+
+def test_postgres_startup_message():
+    assert sidecar.postgres_startup_message("ada", "notes") == (
+        b"\x00\x00\x00\x21\x00\x03\x00\x00user\x00ada\x00database\x00notes\x00\x00"
+    )
+
+
+def _error(code: str, message: str) -> bytes:
+    return f"SFATAL\0VFATAL\0C{code}\0M{message}\0\0".encode()
+
+
+def test_postgres_answers_by_pg_isreadys_rule():
+    assert sidecar.postgres_answer(b"R", b"\x00\x00\x00\x0aSCRAM-SHA-256\x00\x00") == (True, "accepting connections")
+    starting = _error("57P03", "the database system is starting up")
+    assert sidecar.postgres_answer(b"E", starting) == (False, "the database system is starting up")
+    # up, though this login would not get in: pg_isready says "accepting connections" too
+    assert sidecar.postgres_answer(b"E", _error("53300", "sorry, too many clients already"))[0]
+    assert sidecar.postgres_answer(b"E", _error("28000", 'no pg_hba.conf entry for host "10.0.0.1"'))[0]
+
+
+class _FakePostgres:
+    """A loopback server answering startup messages: "starting up" ``starting`` times, then an auth request."""
+
+    def __init__(self, starting: int):
+        self.starting = starting
+        self.startup_messages: list[bytes] = []
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = int.from_bytes(await reader.readexactly(4), "big")
+        self.startup_messages.append(await reader.readexactly(length - 4))
+        if len(self.startup_messages) <= self.starting:
+            body = _error("57P03", "the database system is starting up")
+            writer.write(b"E" + (len(body) + 4).to_bytes(4, "big") + body)
+        else:
+            writer.write(b"R\x00\x00\x00\x17\x00\x00\x00\x0aSCRAM-SHA-256\x00\x00")
+        await writer.drain()
+        writer.close()
+
+    async def serve(self) -> tuple[asyncio.Server, int]:
+        server = await asyncio.start_server(self.answer, "127.0.0.1", 0)
+        return server, server.sockets[0].getsockname()[1]
+
+
+async def test_postgres_is_asked_by_the_hub_without_any_exec():
+    fake = _FakePostgres(starting=3)
+    server, port = await fake.serve()
+    client = _StartingDatabase("127.0.0.1")
+    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
+    check = sidecar.ReadinessCheck(port=port, command=("pg_isready",), postgres_login=("ada", "notes"))
+    try:
+        await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", check, 10), 5)
+    finally:
+        server.close()
+    assert len(fake.startup_messages) == 4  # three "starting up", then ready
+    assert b"user\x00ada\x00database\x00notes\x00" in fake.startup_messages[-1]
+    assert client.exec_calls == 0
+    assert client.inspect_calls == 0
+
+
+async def test_postgres_that_stays_starting_up_fails_with_what_it_said():
+    server, port = await _FakePostgres(starting=10**6).serve()
+    client = _StartingDatabase("127.0.0.1")
+    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
+    check = sidecar.ReadinessCheck(port=port, command=("pg_isready",), postgres_login=("ada", "notes"))
+    try:
+        with pytest.raises(sidecar.DatabaseNotReady, match="not ready after 1 s") as failure:
+            await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", check, 1), 5)
+    finally:
+        server.close()
+    assert "last check: the database system is starting up" in str(failure.value)
+    assert client.exec_calls == 0
 
 
 class _Checks:
