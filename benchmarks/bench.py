@@ -1356,22 +1356,27 @@ Job = tuple[str, "ServerKind | None"]  # (scenario, server kind; None for db-flo
 def measure_interleaved(client: docker.DockerClient, run: str, n: int, jobs: list[Job], args: Any) -> list[Burst]:
     """Measure every job ``--repeat`` times on a quiet machine, in passes: each pass measures every job once, so a
     machine that gets slower or faster over the run (a shared host does) shifts all scenarios alike instead of
-    whichever ran at the time. Attempts that failed or that other work disturbed are measured again in later
-    passes (at most ``--retries`` more per job). For each job and round, the attempt with the median burst time is
-    reported; the others are kept in its ``discarded`` list and all burst times in ``repeat_bursts``."""
+    whichever ran at the time. Every other pass runs the jobs in reverse order, because the machine also slows down
+    within a pass (minutes of full load): the job that ran last in one pass runs first in the next. Attempts that
+    failed or that other work disturbed are measured again in later passes (at most ``--retries`` more per job).
+    For each job and round, the attempt with the median burst time is reported; the others are kept in its
+    ``discarded`` list and all burst times in ``repeat_bursts``."""
     tried: dict[int, list[list[Burst]]] = {i: [] for i in range(len(jobs))}
     good: dict[int, list[list[Burst]]] = {i: [] for i in range(len(jobs))}
 
     def wanted(i: int) -> bool:
         return len(good[i]) < args.repeat and len(tried[i]) < args.repeat + args.retries
 
+    passes = 0
     while any(wanted(i) for i in tried):
-        for i, (scenario, server) in enumerate(jobs):
+        order = list(enumerate(jobs))
+        for i, (scenario, server) in order if passes % 2 == 0 else reversed(order):
             if wanted(i):
                 rounds = measure_attempt(client, run, scenario, n, server, len(tried[i]) + 1, args)
                 tried[i].append(rounds)
                 if all(b.ok and not b.disturbed for b in rounds):
                     good[i].append(rounds)
+        passes += 1
     return [pick_median(good[i], tried[i], r) for i in tried for r in range(len(ROUNDS))]
 
 
