@@ -1367,16 +1367,15 @@ def measure_interleaved(client: docker.DockerClient, run: str, n: int, jobs: lis
     def wanted(i: int) -> bool:
         return len(good[i]) < args.repeat and len(tried[i]) < args.repeat + args.retries
 
-    passes = 0
+    order = list(enumerate(jobs))
     while any(wanted(i) for i in tried):
-        order = list(enumerate(jobs))
-        for i, (scenario, server) in order if passes % 2 == 0 else reversed(order):
+        for i, (scenario, server) in order:
             if wanted(i):
                 rounds = measure_attempt(client, run, scenario, n, server, len(tried[i]) + 1, args)
                 tried[i].append(rounds)
                 if all(b.ok and not b.disturbed for b in rounds):
                     good[i].append(rounds)
-        passes += 1
+        order.reverse()  # the next pass runs them the other way round
     return [pick_median(good[i], tried[i], r) for i in tried for r in range(len(ROUNDS))]
 
 

@@ -200,7 +200,6 @@ async def wait_until_ready(
     deadline = began + timeout
     next_exec = began
     pauses = connect_intervals()
-    last_said = "none made"
     while True:
         address = await _running_address(gateway, container, began)
         reach, said = await _check_from_here(check, address)
@@ -212,10 +211,9 @@ async def wait_until_ready(
                 return
             said = f"{' '.join(check.command)} said {output.strip()!r}"
             next_exec = time.monotonic() + exec_every
-        last_said = said
         if time.monotonic() >= deadline:
             logs = await gateway.logs_tail(container, 20)
-            raise DatabaseNotReady(container, f"not ready after {timeout:g} s (last check: {last_said})", logs)
+            raise DatabaseNotReady(container, f"not ready after {timeout:g} s (last check: {said})", logs)
         await asyncio.sleep(next(pauses))
 
 
