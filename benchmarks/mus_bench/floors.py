@@ -160,7 +160,7 @@ def floor_round(
             aliases=[service.alias],
             limits=service.limits,
         )
-        return functools.partial(service.ready, ip, password)
+        return functools.partial(service.ready, ip)
 
     def start_container(
         user: str,

@@ -56,23 +56,19 @@ def _receive(sock: socket.socket, enough: Callable[[bytes], bool]) -> bytes:
     return answer
 
 
-def redis_command(*parts: str) -> bytes:
-    """One command in the Redis protocol (RESP): an array of bulk strings."""
-    encoded = [part.encode() for part in parts]
-    return f"*{len(encoded)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
-
-
-def redis_ready(ip: str, password: str, port: int = 6379) -> bool:
-    """PING answered, after AUTH with the server's password: ``+PONG``. While Redis loads its data (the append-only
-    file of a returning user) it answers ``-LOADING`` instead."""
+def redis_ready(ip: str, port: int = 6379) -> bool:
+    """``PING`` answered, as the spawner checks it: ``+PONG``, or an error asking for the password, means the server
+    serves; ``-LOADING`` (reading a returning user's data back from disk), ``-BUSY`` and ``-MASTERDOWN`` mean not
+    yet."""
     try:
         with socket.create_connection((ip, port), timeout=1) as sock:
             sock.settimeout(2)
-            sock.sendall(redis_command("AUTH", password) + redis_command("PING"))
-            answer = _receive(sock, lambda data: data.count(b"\r\n") >= 2)
+            sock.sendall(b"PING\r\n")
+            answer = _receive(sock, lambda data: b"\r\n" in data)
     except OSError:
         return False
-    return answer.split(b"\r\n")[1:2] == [b"+PONG"]
+    line = answer.split(b"\r\n", 1)[0]
+    return bool(line) and not line.startswith((b"-LOADING", b"-BUSY", b"-MASTERDOWN"))
 
 
 def amqp_ready(ip: str, port: int = 5672) -> bool:

@@ -33,7 +33,7 @@ class Service:
     data_path: str  # where its volume is mounted
     environment: dict[str, str]  # "{password}" is replaced by a new password for each start
     command: tuple[str, ...] | None  # the same; None: the image's own command
-    ready: Callable[[str, str], bool]  # (its IP address, its password) -> whether it is ready
+    ready: Callable[[str], bool]  # its IP address -> whether it is ready
     up_marker: str  # the log line it prints as it begins to serve
     up_marker_last: bool = False  # the last such line counts (an image whose first start logs it twice)
     limits: dict[str, int] = field(default_factory=dict)
@@ -61,7 +61,7 @@ PAIR_DATABASE = Service(
     # an existing cluster keeps the password it was made with; this one is then ignored
     environment={"POSTGRES_USER": "jupyter", "POSTGRES_PASSWORD": "{password}"},
     command=None,
-    ready=lambda ip, _password: postgres_ready(ip),
+    ready=postgres_ready,
     # A first start logs the marker twice: the image's setup runs a server on a local socket, then the real one.
     up_marker=POSTGRES_UP_MARKER,
     up_marker_last=True,
@@ -77,7 +77,7 @@ SERVICES = (
         data_path="/var/lib/postgresql/data",
         environment={"POSTGRES_USER": "jupyter", "POSTGRES_PASSWORD": "{password}", "POSTGRES_DB": "jupyter"},
         command=None,
-        ready=lambda ip, _password: postgres_ready(ip),
+        ready=postgres_ready,
         up_marker=POSTGRES_UP_MARKER,
         up_marker_last=True,
         limits=container_limits(0.5, 256 * MIB),
@@ -100,7 +100,7 @@ SERVICES = (
         data_path="/var/lib/rabbitmq",  # with the hostname fixed, a returning user's node finds its data again
         environment={"RABBITMQ_DEFAULT_USER": "jupyter", "RABBITMQ_DEFAULT_PASS": "{password}"},
         command=None,
-        ready=lambda ip, _password: amqp_ready(ip),
+        ready=amqp_ready,
         up_marker="Server startup complete",
         limits=container_limits(0.5, 512 * MIB),
     ),
