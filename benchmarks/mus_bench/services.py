@@ -101,7 +101,7 @@ SERVICES = (
         environment={"RABBITMQ_DEFAULT_USER": "jupyter", "RABBITMQ_DEFAULT_PASS": "{password}"},
         command=None,
         ready=amqp_ready,
-        up_marker="Server startup complete",
+        up_marker="started TCP listener on",  # "Server startup complete" comes after the AMQP port answers
         limits=container_limits(0.5, 512 * MIB),
     ),
 )
