@@ -1,8 +1,9 @@
 """Example hub configuration, used by ``bash scripts/demo``.
 
-Two tiers of users share one image: students get a small share of the machine, staff a bigger one and a private
-Postgres database each. Environment variables: ``DEMO_PASSWORD`` (default ``demo``), ``DEMO_IMAGE``,
-``DEMO_DATABASE_IMAGE`` and ``HUB_CONNECT_IP`` (the host's docker0 address; scripts/demo finds it).
+Two tiers of users share one image: students get a small share of the machine, staff a bigger one and three
+private services each (Postgres, Redis, RabbitMQ). Environment variables: ``DEMO_PASSWORD`` (default ``demo``),
+``DEMO_IMAGE``, ``DEMO_POSTGRES_IMAGE``, ``DEMO_REDIS_IMAGE``, ``DEMO_RABBITMQ_IMAGE`` and ``HUB_CONNECT_IP`` (the
+host's docker0 address; scripts/demo finds it).
 """
 
 import os
@@ -40,10 +41,14 @@ c.JupyterHub.load_groups = {
 # One image for everyone; each user gets their own container and a home volume that outlives it.
 c.JupyterHub.spawner_class = "multiuser"
 c.MultiUserSpawner.image = os.environ.get("DEMO_IMAGE", "multiuser-spawner/singleuser:latest")
-c.MultiUserSpawner.database_image = os.environ.get("DEMO_DATABASE_IMAGE", "multiuser-spawner/postgres:15")
 
-# A staff server's first start also initialises its database, which takes longer than the default allows.
-c.Spawner.start_timeout = 120
+# The services a tier may have (turned on per tier below). The presets fill in everything else; these images are
+# built offline by images/build.sh, and the official postgres, redis and rabbitmq images work as well.
+staff_services = {
+    "db": {"preset": "postgres", "image": os.environ.get("DEMO_POSTGRES_IMAGE", "multiuser-spawner/postgres:15")},
+    "cache": {"preset": "redis", "image": os.environ.get("DEMO_REDIS_IMAGE", "multiuser-spawner/redis:7")},
+    "queue": {"preset": "rabbitmq", "image": os.environ.get("DEMO_RABBITMQ_IMAGE", "multiuser-spawner/rabbitmq:3")},
+}
 
 # Tiers by group. Limits are hard caps; guarantees are what a user keeps when the machine is busy. Overrides apply
 # in key order, so a user in both groups ends up with the staff tier.
@@ -64,8 +69,8 @@ c.MultiUserSpawner.group_overrides = {
             "mem_limit": "1G",
             "cpu_guarantee": 0.5,
             "mem_guarantee": "512M",
-            # each staff server gets its own Postgres on a private network
-            "database_enabled": True,
+            # each staff server gets its own Postgres, Redis and RabbitMQ, reachable as db, cache and queue
+            "services": staff_services,
         },
     },
 }

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from traitlets.config import Config, PyFileConfigLoader
 
-from . import cleanup, doctor, hub_api, inventory, names
+from . import cleanup, doctor, hub_api, inventory, names, services
 from .docker_gateway import DockerGateway, DockerGatewayError
 
 EXIT_OK = 0
@@ -46,8 +46,8 @@ class HubSettings:
     prefix: str
     templates: names.NameTemplates
     image: str
-    database_image: str
-    database_enabled: bool
+    #: each configured service's key -> its image (the deprecated database_enabled's ``db`` included)
+    service_images: dict[str, str]
     hub_container: str
 
 
@@ -76,7 +76,7 @@ def configured(config: Config, trait: str, default: Any) -> Any:
 
 
 def hub_settings(config: Config) -> HubSettings:
-    from .spawner import MultiUserSpawner
+    from .spawner import LEGACY_DATABASE_SETTINGS, MultiUserSpawner
 
     traits = MultiUserSpawner.class_traits()
 
@@ -89,15 +89,22 @@ def hub_settings(config: Config) -> HubSettings:
         container=configured(config, "name_template", defaults.container),
         home_volume=setting("home_volume_name_template"),
         network=setting("network_name_template"),
-        database_container=setting("database_container_name_template"),
-        database_volume=setting("database_volume_name_template"),
+        service_container=setting("service_container_name_template"),
+        service_volume=setting("service_volume_name_template"),
     )
+    raw_services = dict(setting("services"))
+    if setting("database_enabled"):
+        legacy = {name: setting(name) for name in LEGACY_DATABASE_SETTINGS}
+        raw_services.setdefault(names.LEGACY_DATABASE_SERVICE, services.legacy_database_service(legacy))
+    try:
+        service_images = {spec.key: spec.image for spec in services.parse_services(raw_services)}
+    except services.ServiceConfigError as e:
+        raise CLIError(str(e)) from None
     return HubSettings(
         prefix=setting("prefix"),
         templates=templates,
         image=setting("image"),
-        database_image=setting("database_image"),
-        database_enabled=bool(setting("database_enabled")),
+        service_images=service_images,
         hub_container=setting("hub_container_name"),
     )
 
@@ -159,7 +166,7 @@ def ls_rows(resources: Iterable[inventory.Resource], with_sizes: bool = True) ->
             _cell(r.user),
             _cell(r.server),
             r.kind,
-            _cell(r.role),
+            _cell(f"{r.role} {r.service}".strip()),
             r.name,
             r.state if r.kind == inventory.KIND_CONTAINER else "",
             format_size(r.size) if with_sizes and r.kind == inventory.KIND_VOLUME else "",
@@ -259,10 +266,15 @@ def print_removal(report: cleanup.RemovalReport, out: TextIO) -> int:
 
 async def run_doctor(args: argparse.Namespace, out: TextIO) -> int:
     settings = settings_from_args(args)
-    check_database = args.database_image is not None or settings.database_enabled
+    service_images = dict(settings.service_images)
+    for given in args.service_image or []:
+        key, _, image = given.partition("=")
+        if not image:
+            raise CLIError(f"--service-image takes NAME=IMAGE, not {given!r}")
+        service_images[key] = image
     options = doctor.DoctorOptions(
         image=args.image or settings.image,
-        database_image=(args.database_image or settings.database_image) if check_database else None,
+        service_images=service_images,
         hub_connect_url=args.hub_connect_url or "",
         hub_container=args.hub_container if args.hub_container is not None else settings.hub_container,
         prefix=settings.prefix,
@@ -311,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument(
         "--volumes-of-deleted-users",
         action="store_true",
-        help="also remove the volumes (home, database data) of users the hub no longer has: their files are lost",
+        help="also remove the volumes (home, services' data) of users the hub no longer has: their files are lost",
     )
     gc.add_argument("--stop-timeout", type=int, default=cleanup.DEFAULT_STOP_TIMEOUT, help="seconds to stop each")
     gc.add_argument("--hub-container", default=None, help="the hub's container, if any (default: from the config)")
@@ -320,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     dr = commands.add_parser("doctor", parents=[common], help="check that this Docker host can run the spawner")
     dr.add_argument("--image", help="the notebook image (default: the configured image)")
     dr.add_argument(
-        "--database-image", help="the database image (default: the configured one, checked if the database is on)"
+        "--service-image",
+        action="append",
+        metavar="NAME=IMAGE",
+        help="check this image for the service NAME (default: the configured services' images); may be repeated",
     )
     dr.add_argument(
         "--hub-connect-url", help="the hub's API as containers reach it, e.g. http://172.17.0.1:8081/hub/api"

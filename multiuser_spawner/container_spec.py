@@ -1,8 +1,8 @@
-"""Pure builders of what the spawner asks Docker to create.
+"""Pure builders of what the local Docker engine is asked to create.
 
-Each builder takes plain values and returns plain dicts: the keyword arguments of docker-py's ``create_container``
-(``create``), of ``create_host_config`` (``host_config``) and the network aliases to set (``networks``). Nothing
-here talks to Docker, so every rule is tested against literal dicts.
+Each builder takes plain values (a :class:`~.plan.Workload`, mostly) and returns plain dicts: the keyword arguments
+of docker-py's ``create_container`` (``create``), of ``create_host_config`` (``host_config``) and the network
+aliases to set (``networks``). Nothing here talks to Docker, so every rule is tested against literal dicts.
 """
 
 from __future__ import annotations
@@ -12,29 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .plan import Resources, Security, Workload
+
 DEFAULT_CPU_PERIOD = 100_000  # microseconds; Docker's default CFS period
 CPU_SHARES_PER_CPU = 1024  # Docker's weight for one CPU's worth of contention share
-
-
-@dataclass(frozen=True)
-class Resources:
-    """CPU in cores, memory in bytes; ``None`` leaves a value unset."""
-
-    cpu_limit: float | None = None
-    cpu_guarantee: float | None = None
-    mem_limit: int | None = None
-    mem_guarantee: int | None = None
-
-
-@dataclass(frozen=True)
-class Security:
-    """Container hardening. Each field maps to one Docker host-config setting."""
-
-    no_new_privileges: bool = True
-    cap_drop: tuple[str, ...] = ("ALL",)
-    cap_add: tuple[str, ...] = ()
-    pids_limit: int | None = 1024
-    init: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,108 +72,65 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def notebook_container(
-    *,
-    name: str,
-    image: str,
-    command: list[str] | None,
-    environment: Mapping[str, str],
-    labels: Mapping[str, str],
-    port: int,
-    network: str,
-    binds: Mapping[str, Mapping[str, str]],
-    mounts: list[Any] | None = None,
-    resources: Resources = Resources(),
-    security: Security = Security(),
-    publish_on: str | None = None,
-    auto_remove: bool = False,
-    links: Mapping[str, str] | None = None,
-    extra_networks: Mapping[str, list[str]] | None = None,
-    extra_create: Mapping[str, Any] | None = None,
-    extra_host_config: Mapping[str, Any] | None = None,
-) -> ContainerSpec:
-    """The single-user server's container.
+#: Keys of :attr:`Workload.engine_extras` this engine reads: DockerSpawner's settings that only mean something here.
+EXTRA_CREATE = "extra_create_kwargs"
+EXTRA_HOST_CONFIG = "extra_host_config"
+EXTRA_MOUNTS = "mounts"
+EXTRA_LINKS = "links"
+EXTRA_PUBLISH_ON = "publish_on"
 
-    ``publish_on`` is the host address to publish the server's port on, or ``None`` (the default the spawner uses)
-    to publish nothing and let the hub reach the container by its IP. ``extra_create`` and ``extra_host_config``
-    are the admin's own additions (DockerSpawner's ``extra_create_kwargs`` / ``extra_host_config``) and win over
-    everything built here.
-    """
-    extra_host_config = dict(extra_host_config or {})
+
+def container_from_workload(workload: Workload) -> ContainerSpec:
+    """The container that runs ``workload`` on its network (with its aliases there), publishing no port unless
+    ``publish_on`` (a host address) is in its engine extras. The admin's ``extra_create_kwargs`` and
+    ``extra_host_config`` win over everything built here."""
+    w = workload
+    extras = w.engine_extras
+    extra_host_config = dict(extras.get(EXTRA_HOST_CONFIG) or {})
     create: dict[str, Any] = {
-        "name": name,
-        "image": image,
-        "environment": dict(environment),
-        "labels": dict(labels),
-        "ports": [port],
-        "volumes": sorted(bind["bind"] for bind in binds.values()),
+        "name": w.name,
+        "image": w.image,
+        "environment": dict(w.environment),
+        "labels": dict(w.labels),
+        "ports": list(w.ports),
+        "volumes": sorted(m.target for m in w.mounts),
     }
-    if command:
-        create["command"] = list(command)
+    if w.command:
+        create["command"] = list(w.command)
+    if w.hostname:
+        create["hostname"] = w.hostname
+    if w.stop_signal:
+        create["stop_signal"] = w.stop_signal
     host_config: dict[str, Any] = {
-        "binds": {source: dict(bind) for source, bind in binds.items()},
-        "network_mode": network,
-        "auto_remove": auto_remove,
+        "binds": {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in w.mounts},
+        "network_mode": w.network,
+        "auto_remove": False,
     }
-    if mounts:
-        host_config["mounts"] = list(mounts)
-    if links:
-        host_config["links"] = dict(links)
-    if publish_on is not None:
-        host_config["port_bindings"] = {port: (publish_on,)}
-    host_config.update(resource_host_config(resources, extra_host_config.get("cpu_period", DEFAULT_CPU_PERIOD)))
-    host_config.update(security_host_config(security))
-    networks = {network: []}
-    networks.update({net: list(aliases) for net, aliases in (extra_networks or {}).items()})
+    if w.restarts_on_failure:
+        host_config["restart_policy"] = {"Name": "on-failure", "MaximumRetryCount": w.restarts_on_failure}
+    if extras.get(EXTRA_MOUNTS):
+        host_config["mounts"] = list(extras[EXTRA_MOUNTS])
+    if extras.get(EXTRA_LINKS):
+        host_config["links"] = dict(extras[EXTRA_LINKS])
+    if extras.get(EXTRA_PUBLISH_ON) is not None:
+        host_config["port_bindings"] = {port: (extras[EXTRA_PUBLISH_ON],) for port in w.ports}
+    host_config.update(resource_host_config(w.resources, extra_host_config.get("cpu_period", DEFAULT_CPU_PERIOD)))
+    host_config.update(security_host_config(w.security))
     return ContainerSpec(
-        create=deep_merge(create, extra_create or {}),
+        create=deep_merge(create, extras.get(EXTRA_CREATE) or {}),
         host_config=deep_merge(host_config, extra_host_config),
-        networks=networks,
+        networks={w.network: list(w.aliases)},
     )
 
 
-def database_container(
-    *,
-    name: str,
-    image: str,
-    environment: Mapping[str, str],
-    labels: Mapping[str, str],
-    network: str,
-    hostname_alias: str,
-    data_volume: str,
-    data_path: str,
-    resources: Resources = Resources(),
-    security: Security = Security(),
-    stop_signal: str | None = None,
-    auto_remove: bool = False,
-) -> ContainerSpec:
-    """The per-user database: on the private network only, reachable there as ``hostname_alias``, no host port."""
-    create: dict[str, Any] = {
-        "name": name,
-        "image": image,
-        "environment": dict(environment),
-        "labels": dict(labels),
-        "volumes": [data_path],
-    }
-    if stop_signal:
-        create["stop_signal"] = stop_signal
-    host_config: dict[str, Any] = {
-        "binds": {data_volume: {"bind": data_path, "mode": "rw"}},
-        "network_mode": network,
-        "auto_remove": auto_remove,
-        # A database that crashes or is killed from inside (out of memory, say) comes straight back and recovers
-        # from its log; one stopped by hand stays stopped until the server's next start.
-        "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 5},
-    }
-    host_config.update(resource_host_config(resources))
-    host_config.update(security_host_config(security))
-    return ContainerSpec(create=create, host_config=host_config, networks={network: [hostname_alias]})
-
-
-def network_config(*, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
-    """A user's private bridge network. It is not ``internal``: the notebook must still reach the hub and the
-    outside world through it; isolation from other users comes from each user having their own bridge."""
-    return {"name": name, "driver": "bridge", "labels": dict(labels), "check_duplicate": True}
+def network_config(*, name: str, labels: Mapping[str, str], subnet: str | None = None) -> dict[str, Any]:
+    """A server's private bridge network, on ``subnet`` (CIDR) when given, else where Docker's pools say. It is
+    not ``internal``: the notebook must still reach the hub and the outside world through it; isolation from
+    other users comes from each server having its own bridge."""
+    config: dict[str, Any] = {"name": name, "driver": "bridge", "labels": dict(labels), "check_duplicate": True}
+    if subnet is not None:
+        config["ipam"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
+    return config
 
 
 def is_root_user(user: str | None) -> bool:

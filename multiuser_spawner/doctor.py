@@ -12,8 +12,9 @@ import secrets
 from dataclasses import dataclass
 
 from . import network
-from .container_spec import ContainerSpec, Security, security_host_config
+from .container_spec import ContainerSpec, security_host_config
 from .docker_gateway import DockerGateway
+from .plan import Security, network_plan
 
 OK = "ok"
 FAIL = "FAIL"
@@ -59,8 +60,8 @@ class CheckResult:
 @dataclass(frozen=True)
 class DoctorOptions:
     image: str
-    #: ``None``: not checked (the database is off and no image was named)
-    database_image: str | None
+    #: each service's key -> its image (empty: no services to check)
+    service_images: dict[str, str]
     hub_connect_url: str
     hub_container: str
     prefix: str
@@ -172,7 +173,7 @@ async def check_hub(
 ) -> CheckResult:
     """From a container on a new user network, made the way the spawner makes them, ask the hub's API."""
     try:
-        await network.ensure_user_network(gateway, network_name, "", "", hub_container)
+        await network.ensure_user_network(gateway, network_plan(network_name, "", ""), hub_container)
         try:
             return judge_hub(*await _run_probe(gateway, hub_probe_spec(container, image, network_name, url)), url)
         finally:
@@ -186,10 +187,10 @@ async def run_checks(gateway: DockerGateway, options: DoctorOptions) -> list[Che
     if engine.failed:
         return [engine]
     results = [engine, await check_image(gateway, "image", options.image)]
-    if options.database_image is None:
-        results.append(CheckResult("database image", SKIP, "database_enabled is off"))
-    else:
-        results.append(await check_image(gateway, "database image", options.database_image))
+    if not options.service_images:
+        results.append(CheckResult("service images", SKIP, "no services are configured"))
+    for key, image in sorted(options.service_images.items()):
+        results.append(await check_image(gateway, f"image of service {key}", image))
     if results[1].failed:
         reason = f"needs the image {options.image}"
         return results + [CheckResult(n, SKIP, reason) for n in ("memory limit", "cpu limit", "hub reachable")]

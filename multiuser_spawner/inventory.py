@@ -16,17 +16,19 @@ KIND_CONTAINER = "container"
 KIND_NETWORK = "network"
 KIND_VOLUME = "volume"
 _KIND_ORDER = {KIND_CONTAINER: 0, KIND_NETWORK: 1, KIND_VOLUME: 2}
-# Within a kind, the notebook's object before its database's.
-_ROLE_ORDER = {names.ROLE_NOTEBOOK: 0, names.ROLE_HOME: 0, names.ROLE_DATABASE: 1, names.ROLE_DATABASE_DATA: 1}
+# Within a kind, the notebook's object before its services'.
+_ROLE_ORDER = {names.ROLE_NOTEBOOK: 0, names.ROLE_HOME: 0, names.ROLE_SERVICE: 1, names.ROLE_SERVICE_DATA: 1}
 
 # Which name template gives the name of an object of each role.
 _TEMPLATE_OF_ROLE = {
     names.ROLE_NOTEBOOK: "container",
-    names.ROLE_DATABASE: "database_container",
+    names.ROLE_SERVICE: "service_container",
     names.ROLE_NETWORK: "network",
     names.ROLE_HOME: "home_volume",
-    names.ROLE_DATABASE_DATA: "database_volume",
+    names.ROLE_SERVICE_DATA: "service_volume",
 }
+# The one database of releases before per-user services is read as the service "db".
+_LEGACY_ROLES = {names.ROLE_DATABASE: names.ROLE_SERVICE, names.ROLE_DATABASE_DATA: names.ROLE_SERVICE_DATA}
 
 REASON_NO_SERVER = "no running server"
 REASON_DELETED_USER = "user no longer exists"
@@ -42,19 +44,22 @@ class Resource:
     user: str
     server: str
     role: str
+    #: a service's key (``db``, ``cache``) for its container and volume; "" for other objects
+    service: str = ""
     #: containers only: Docker's state (``running``, ``exited``, ...)
     state: str = ""
     #: volumes only: bytes used, ``None`` when Docker did not say
     size: int | None = None
 
     @property
-    def sort_key(self) -> tuple[str, str, int, int, str, str]:
+    def sort_key(self) -> tuple[str, str, int, int, str, str, str]:
         return (
             self.user,
             self.server,
             _KIND_ORDER.get(self.kind, 9),
             _ROLE_ORDER.get(self.role, 9),
             self.role,
+            self.service,
             self.name,
         )
 
@@ -71,10 +76,15 @@ def _labels(summary: Mapping[str, Any]) -> Mapping[str, str]:
 
 
 def _owner(labels: Mapping[str, str]) -> dict[str, str]:
+    role = labels.get(names.LABEL_ROLE, "")
+    service = labels.get(names.LABEL_SERVICE, "")
+    if role in _LEGACY_ROLES:
+        role, service = _LEGACY_ROLES[role], service or names.LEGACY_DATABASE_SERVICE
     return {
         "user": labels.get(names.LABEL_USER, ""),
         "server": labels.get(names.LABEL_SERVER, ""),
-        "role": labels.get(names.LABEL_ROLE, ""),
+        "role": role,
+        "service": service,
     }
 
 
@@ -137,7 +147,7 @@ def expected_name(resource: Resource, prefix: str, templates: names.NameTemplate
     if not template:
         return None
     try:
-        fields = names.template_fields(prefix, resource.user, resource.server)
+        fields = {**names.template_fields(prefix, resource.user, resource.server), "service": resource.service}
         return names.render_name(template, fields, attribute)
     except ValueError:
         return None
@@ -235,6 +245,8 @@ def _json_item(resource: Resource) -> dict[str, Any]:
     item = asdict(resource)
     for key in ("kind", "user", "server"):  # already given by where the item sits
         del item[key]
+    if not resource.service:
+        del item["service"]
     if resource.kind != KIND_CONTAINER:
         del item["state"]
     if resource.kind != KIND_VOLUME:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Label keys. Every object the spawner creates carries ``LABEL_MANAGED``, so the CLI and the shared container view
@@ -20,18 +21,27 @@ LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
 LABEL_USER = f"{LABEL_PREFIX}.user"
 LABEL_SERVER = f"{LABEL_PREFIX}.server"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
+#: the key of a per-user service (``db``, ``cache``) in ``services``, on its container and its volume
+LABEL_SERVICE = f"{LABEL_PREFIX}.service"
+#: a service's generated password, kept on its data volume so that it lives exactly as long as the data
+LABEL_PASSWORD = f"{LABEL_PREFIX}.password"
+#: where releases before per-user services kept the database's password (still read, never written)
 LABEL_DB_PASSWORD = f"{LABEL_PREFIX}.database-password"
 
 ROLE_NOTEBOOK = "notebook"
 ROLE_HOME = "home"
 ROLE_NETWORK = "network"
+ROLE_SERVICE = "service"
+ROLE_SERVICE_DATA = "service-data"
+#: the roles of the one database of releases before per-user services: read as the service ``db``
 ROLE_DATABASE = "database"
 ROLE_DATABASE_DATA = "database-data"
+LEGACY_DATABASE_SERVICE = "db"
 
 MAX_NAME_LENGTH = 63
-MAX_PREFIX_LENGTH = 16
 MAX_USER_SLUG = 24
 MAX_SERVER_SLUG = 16
+MAX_SERVICE_NAME = 16
 _HASH_LENGTH = 8
 
 # A slug kept as it is: lowercase letters and digits in runs joined by single dashes. It can never contain "--",
@@ -39,7 +49,9 @@ _HASH_LENGTH = 8
 _PLAIN_SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _UNSAFE_RUN = re.compile(r"[^a-z0-9]+")
 _DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-_PREFIX = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+_PREFIX = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9-]*")
+#: a service key: it becomes part of names and a DNS alias, so a plain slug
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
 
 def safe_slug(raw: str, max_length: int) -> str:
@@ -59,10 +71,33 @@ def safe_slug(raw: str, max_length: int) -> str:
 
 
 def validate_prefix(prefix: str) -> str:
-    """The prefix starts every name: a plain slug of at most 16 characters."""
-    if len(prefix) > MAX_PREFIX_LENGTH or not _PREFIX.fullmatch(prefix):
-        raise ValueError(f"prefix {prefix!r} must be 1-{MAX_PREFIX_LENGTH} lowercase letters, digits and single dashes")
+    """The prefix starts every name: letters, digits and dashes, starting with a letter or digit. A name that a
+    long prefix makes too long is shortened with a hash (:func:`fit_name`), so any prefix DockerSpawner takes works."""
+    if not _PREFIX.fullmatch(prefix) or len(prefix) > MAX_NAME_LENGTH - 2 * _HASH_LENGTH:
+        raise ValueError(
+            f"prefix {prefix!r} must be letters, digits and dashes, starting with a letter or digit, "
+            f"at most {MAX_NAME_LENGTH - 2 * _HASH_LENGTH} characters"
+        )
     return prefix
+
+
+def validate_service_name(name: str) -> str:
+    """A service's key names its container, volume and (by default) its host name on the private network."""
+    if len(name) > MAX_SERVICE_NAME or not SERVICE_NAME.fullmatch(name):
+        raise ValueError(
+            f"service name {name!r} must be 1-{MAX_SERVICE_NAME} lowercase letters, digits and single dashes, "
+            "starting with a letter"
+        )
+    return name
+
+
+def fit_name(name: str) -> str:
+    """``name`` as it is when Docker takes it at our length bound; a longer one is cut and ends in a hash of the
+    whole name, so two long names that share a beginning stay apart and the same name always gives the same."""
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LENGTH]
+    return f"{name[: MAX_NAME_LENGTH - _HASH_LENGTH - 1]}-{digest}"
 
 
 def is_valid_docker_name(name: str) -> bool:
@@ -89,41 +124,76 @@ def template_fields(prefix: str, username: str, servername: str) -> dict[str, st
 
 @dataclass(frozen=True)
 class NameTemplates:
-    """Templates for each kind of object, filled from :func:`template_fields`."""
+    """Templates for each kind of object, filled from :func:`template_fields` (and ``{service}``, a service's
+    key, for the service templates)."""
 
     container: str = "{prefix}-{user}{server_suffix}"
     home_volume: str = "{prefix}-{user}_home"
     network: str = "{prefix}-{user}{server_suffix}_net"
-    database_container: str = "{prefix}-{user}{server_suffix}_db"
-    database_volume: str = "{prefix}-{user}{server_suffix}_db"
+    service_container: str = "{prefix}-{user}{server_suffix}_{service}"
+    service_volume: str = "{prefix}-{user}{server_suffix}_{service}"
+
+
+@dataclass(frozen=True)
+class ServiceNames:
+    container: str
+    volume: str
 
 
 @dataclass(frozen=True)
 class ResourceNames:
-    """The names of one user server's objects."""
+    """The names of one user server's objects. A server remembers them in its state, so a template changed while
+    it runs never loses its objects."""
 
     container: str
     home_volume: str
     network: str
-    database_container: str
-    database_volume: str
+    services: dict[str, ServiceNames]
+
+    def as_state(self) -> dict[str, object]:
+        return {
+            "container": self.container,
+            "home_volume": self.home_volume,
+            "network": self.network,
+            "services": {key: [n.container, n.volume] for key, n in self.services.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> ResourceNames:
+        services = state.get("services") or {}
+        return cls(
+            container=str(state["container"]),
+            home_volume=str(state.get("home_volume") or ""),
+            network=str(state["network"]),
+            services={key: ServiceNames(*pair) for key, pair in services.items()},  # type: ignore[union-attr]
+        )
 
 
 def render_name(template: str, fields: dict[str, str], setting: str) -> str:
-    """Fill one template and check the result, naming the setting when it is wrong."""
+    """Fill one template and check the result, naming the setting when it is wrong. A name longer than Docker
+    takes is shortened with a hash of it (:func:`fit_name`)."""
     try:
         name = template.format(**fields)
     except (KeyError, IndexError, ValueError) as e:
         raise ValueError(f"{setting}: cannot fill template {template!r}: {e!r}") from None
+    name = fit_name(name)
     if not is_valid_docker_name(name):
         raise ValueError(
             f"{setting}: template {template!r} gives {name!r}, which is not a valid Docker name "
-            f"of at most {MAX_NAME_LENGTH} characters"
+            f"(letters, digits, '_', '.', '-', starting with a letter or digit)"
         )
     return name
 
 
-def resource_names(templates: NameTemplates, fields: dict[str, str]) -> ResourceNames:
+def service_names(templates: NameTemplates, fields: dict[str, str], service: str) -> ServiceNames:
+    with_service = {**fields, "service": service}
+    return ServiceNames(
+        container=render_name(templates.service_container, with_service, "service_container_name_template"),
+        volume=render_name(templates.service_volume, with_service, "service_volume_name_template"),
+    )
+
+
+def resource_names(templates: NameTemplates, fields: dict[str, str], services: Iterable[str] = ()) -> ResourceNames:
     """All of one server's names; ``fields`` holds at least :func:`template_fields`."""
     return ResourceNames(
         container=render_name(templates.container, fields, "name_template"),
@@ -131,16 +201,19 @@ def resource_names(templates: NameTemplates, fields: dict[str, str]) -> Resource
         if templates.home_volume
         else "",
         network=render_name(templates.network, fields, "network_name_template"),
-        database_container=render_name(templates.database_container, fields, "database_container_name_template"),
-        database_volume=render_name(templates.database_volume, fields, "database_volume_name_template"),
+        services={key: service_names(templates, fields, key) for key in services},
     )
 
 
-def labels(role: str, username: str, servername: str = "") -> dict[str, str]:
-    """Labels for an object of ``role`` owned by one user (and server; volumes of a user carry ``""``)."""
-    return {
+def labels(role: str, username: str, servername: str = "", service: str = "") -> dict[str, str]:
+    """Labels for an object of ``role`` owned by one user (and server; volumes of a user carry ``""``), and of
+    one service when it is a service's container or volume."""
+    result = {
         LABEL_MANAGED: "true",
         LABEL_USER: username,
         LABEL_SERVER: servername,
         LABEL_ROLE: role,
     }
+    if service:
+        result[LABEL_SERVICE] = service
+    return result

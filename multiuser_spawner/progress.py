@@ -17,10 +17,9 @@ STAGE_PERCENT = {
     "pulled": 30,
     "volume": 40,
     "network": 45,
-    "database-started": 55,
-    "container-created": 65,
-    "container-started": 75,
-    "database-ready": 85,
+    "service-started": 55,
+    "container-started": 70,
+    "service-ready": 85,
     "server-starting": 90,
 }
 

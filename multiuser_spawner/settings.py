@@ -12,7 +12,9 @@ from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, validate
 from traitlets.config import Configurable
 
 from . import names
+from .addresses import parse_pool
 from .profiles import parse_profiles
+from .services import parse_services
 
 _TEMPLATE_FIELDS = "``{prefix}``, ``{user}``, ``{server}`` and ``{server_suffix}``"
 
@@ -49,17 +51,56 @@ class MultiUserSettings(Configurable):
 
     network_name_template = Unicode(
         names.NameTemplates.network,
-        help=f"Name of a server's private network (made when the database is on); {_TEMPLATE_FIELDS} are filled in.",
+        help=f"Name of a server's private network; {_TEMPLATE_FIELDS} are filled in.",
+    ).tag(config=True)
+
+    service_container_name_template = Unicode(
+        names.NameTemplates.service_container,
+        help=f"Name of the container of each of a server's services; {_TEMPLATE_FIELDS} and ``{{service}}`` (the "
+        "service's key in ``services``) are filled in.",
+    ).tag(config=True)
+
+    service_volume_name_template = Unicode(
+        names.NameTemplates.service_volume,
+        help=f"Name of the data volume of each of a server's services; {_TEMPLATE_FIELDS} and ``{{service}}`` are "
+        "filled in. Changing it on a running deployment points users at new, empty volumes.",
     ).tag(config=True)
 
     database_container_name_template = Unicode(
-        names.NameTemplates.database_container,
-        help=f"Name of a server's database container; {_TEMPLATE_FIELDS} are filled in.",
+        names.NameTemplates.service_container.replace("{service}", names.LEGACY_DATABASE_SERVICE),
+        help="Deprecated (use ``service_container_name_template``): name of the container of the database that "
+        "``database_enabled`` turns on.",
     ).tag(config=True)
 
     database_volume_name_template = Unicode(
-        names.NameTemplates.database_volume,
-        help=f"Name of a server's database data volume; {_TEMPLATE_FIELDS} are filled in.",
+        names.NameTemplates.service_volume.replace("{service}", names.LEGACY_DATABASE_SERVICE),
+        help="Deprecated (use ``service_volume_name_template``): name of the data volume of the database that "
+        "``database_enabled`` turns on.",
+    ).tag(config=True)
+
+    # -- private networks ---------------------------------------------------------------------------------------
+
+    private_network = Bool(
+        True,
+        help="""Give every server a private network of its own, with or without services, so no user's notebook
+        can reach another's (as JupyterHub on Kubernetes does by default). The hub still reaches every server.
+        False: a server without services joins ``network_name`` (DockerSpawner's behaviour), where every notebook
+        reaches every other, for a course that wants students to serve each other.""",
+    ).tag(config=True)
+
+    network_address_pool = Unicode(
+        "10.201.0.0/16",
+        help="""The addresses the private networks get, carved into subnets of ``network_subnet_size``: with the
+        default, 4,096 servers at once on a stock Docker engine (Docker's own pools hold about 30 networks). Pick a
+        range no other network of the host or its site uses. Empty: let Docker choose from its own pools.""",
+    ).tag(config=True)
+
+    network_subnet_size = Int(
+        28,
+        min=16,
+        max=29,
+        help="""Prefix length of each private network's subnet. A /28 holds 13 containers: the notebook, its
+        services and the hub's container, with room to spare.""",
     ).tag(config=True)
 
     # -- environment --------------------------------------------------------------------------------------------
@@ -135,12 +176,33 @@ class MultiUserSettings(Configurable):
         runs as root fails with a message saying so.""",
     ).tag(config=True)
 
-    # -- database sidecar ---------------------------------------------------------------------------------------
+    # -- per-user services --------------------------------------------------------------------------------------
+
+    services = Dict(
+        {},
+        help="""Private services beside each notebook, by name: ``{"db": {"preset": "postgres"}, "cache":
+        {"preset": "redis"}}``. Each runs in a container of its own on the server's private network, where the
+        notebook reaches it by its ``alias`` (default: its name) and no other user can; each has its own volume and
+        a generated password, kept as long as the data, and the spawn waits until every service is ready.
+
+        Settings of a service (a ``preset`` fills them all; any can be set): ``image``, ``alias``, ``port``,
+        ``volume`` (mount path of its data volume; omit for none), ``environment``, ``command``, ``ready``
+        (``"tcp"``, ``"postgres"``, ``"redis"``, ``"amqp"``, ``"mysql"``, or a command run in the container),
+        ``ready_interval``, ``ready_timeout``, ``cpu_limit``, ``mem_limit``, ``cpu_guarantee``,
+        ``mem_guarantee``, ``cap_add``, ``stop_signal``, ``user``, ``name`` and ``notebook_environment`` (what
+        the notebook is told). Strings may use ``{host}``, ``{port}``, ``{user}``, ``{password}``, ``{name}``,
+        ``{service}``, ``{raw_username}`` and ``{prefix}``. Presets: ``postgres``, ``redis``, ``rabbitmq``,
+        ``mysql``. No service runs without limits: a preset sets them, others get 0.5 CPU and 256M.
+
+        A service is on for everyone whose settings have it, so ``group_overrides`` and profiles turn services on
+        per tier (``{"services": {"cache": {"preset": "redis"}}}`` merges in). Checked when the hub starts.""",
+    ).tag(config=True)
 
     database_enabled = Bool(
         False,
-        help="""Give each server its own database container and private network. The notebook reaches the
-        database as ``database_hostname``; no other user can reach either.""",
+        help="""Deprecated: use ``services = {"db": {"preset": "postgres"}}``. Turns on the service ``db`` with the
+        Postgres preset and the ``database_*`` settings below; existing databases (volume, password, data) are
+        found again.""",
     ).tag(config=True)
 
     database_image = Unicode(
@@ -197,14 +259,14 @@ class MultiUserSettings(Configurable):
     ).tag(config=True)
 
     database_cpu_limit = Float(
-        None, allow_none=True, help="CPU limit of the database container, in cores. None: no limit."
+        None, allow_none=True, help="CPU limit of the database container, in cores. None: the preset's (0.5)."
     ).tag(config=True)
 
     database_mem_limit = Union(
         [ByteSpecification(), Int()],
         default_value=None,
         allow_none=True,
-        help="Memory limit of the database container (e.g. ``'256M'``). None: no limit.",
+        help="Memory limit of the database container (e.g. ``'256M'``). None: the preset's (256M).",
     ).tag(config=True)
 
     database_cap_add = List(
@@ -256,6 +318,8 @@ class MultiUserSettings(Configurable):
     @validate(
         "home_volume_name_template",
         "network_name_template",
+        "service_container_name_template",
+        "service_volume_name_template",
         "database_container_name_template",
         "database_volume_name_template",
     )
@@ -265,8 +329,23 @@ class MultiUserSettings(Configurable):
             return template
         # Filled with a long, awkward sample name: a template that breaks here breaks for someone.
         fields = names.template_fields("jupyter", "Sample.User@example.org", "named-server")
+        fields["service"] = "sample-service"
         names.render_name(template, fields, proposal.trait.name)
         return template
+
+    @validate("services")
+    def _check_services(self, proposal):
+        parse_services(proposal.value)
+        return proposal.value
+
+    @validate("network_address_pool")
+    def _check_address_pool(self, proposal):
+        if proposal.value:
+            try:
+                parse_pool(proposal.value, self.network_subnet_size)
+            except ValueError as e:
+                raise ValueError(f"network_address_pool: {e}") from None
+        return proposal.value
 
     @validate("profiles")
     def _check_profiles(self, proposal):

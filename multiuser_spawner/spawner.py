@@ -1,10 +1,15 @@
-"""MultiUserSpawner: the orchestration. Each step is a call into a focused module:
+"""MultiUserSpawner: JupyterHub's glue and the orchestration of a server's plan.
+
+Each step is a call into a focused module:
 
 - :mod:`.names`: what every object is called and labelled;
-- :mod:`.container_spec`: what the containers look like (pure);
-- :mod:`.docker_gateway`: the only code that talks to Docker;
-- :mod:`.home`, :mod:`.network`, :mod:`.sidecar`: the home volume, the private network, the database;
-- :mod:`.progress`: what the spawn page shows.
+- :mod:`.services`: the per-user services an admin configured, with their presets;
+- :mod:`.plan`: what a server is (notebook, services, network, volumes), engine-neutral and pure;
+- :mod:`.backend` / :mod:`.local`: the engine that runs the plan (:mod:`.docker_gateway` talks to Docker);
+- :mod:`.readiness`: telling that a service is ready; :mod:`.startup`: that the notebook listens;
+- :mod:`.home`: the home volume; :mod:`.progress`: what the spawn page shows.
+
+Every service is handled alike: nothing here knows which one is a database.
 """
 
 from __future__ import annotations
@@ -18,10 +23,33 @@ from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import default
 
-from . import cleanup, container_spec, home, names, network, profiles, sidecar, startup
-from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours, is_ours
+from . import cleanup, container_spec, home, names, network, plan, profiles, readiness, services, startup
+from .docker_gateway import DockerGateway, DockerGatewayError
+from .local import LocalEngine
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
+
+#: the ``database_*`` settings of releases before per-user services, read to build the service ``db``
+LEGACY_DATABASE_SETTINGS = (
+    "database_image",
+    "database_hostname",
+    "database_port",
+    "database_user",
+    "database_name",
+    "database_url_scheme",
+    "database_data_path",
+    "database_env",
+    "database_ready_command",
+    "database_ready_timeout",
+    "database_cpu_limit",
+    "database_mem_limit",
+    "database_cap_add",
+    "database_stop_signal",
+)
+STATE_NAMES = "multiuser_names"
+# Time the hub gives a spawn beyond its slowest service's own wait, so that service's error (with its logs) is
+# what the user sees, not the hub's generic timeout.
+START_TIMEOUT_MARGIN = 30
 
 
 class SpawnCancelled(RuntimeError):
@@ -38,18 +66,24 @@ class SpawnFailed(RuntimeError):
 
 
 class MultiUserSpawner(MultiUserSettings, DockerSpawner):
-    """One image, many users: a container, a home volume, limits and an optional private database per user."""
+    """One image, many users: a container, a home volume, limits and private services per user."""
 
     _gateways: ClassVar[dict[type, DockerGateway]] = {}
+    _address_pools: ClassVar[dict[tuple[str, int], network.AddressPool]] = {}
+    _legacy_warned: ClassVar[bool] = False
 
     _progress: SpawnProgress | None = None
     _started_at: float = float("-inf")
-    _db_credentials: sidecar.DatabaseCredentials | None = None
     _start_task: asyncio.Task | None = None
     _cancel_requested = False
     _waiting = False
-    _database_ready = False
-    _database_volume_new = False
+    _names: names.ResourceNames | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._service_environment: dict[str, str] = {}
+        self._new_service_volumes: set[str] = set()
+        self._ready_services: set[str] = set()
 
     # -- DockerSpawner defaults this product changes ------------------------------------------------------------
 
@@ -68,6 +102,12 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         # The hub reaches containers by IP; publishing a port on the host would expose it to every local process.
         return True
 
+    @default("start_timeout")
+    def _default_start_timeout(self) -> int:
+        # JupyterHub's 60 s is shorter than a first Postgres or RabbitMQ start under load: the services' own
+        # timeouts (with their logs) must fire first.
+        return 180
+
     def check_settings(self) -> None:
         """Checks that need more than one setting, or DockerSpawner's; single settings check themselves."""
         try:
@@ -75,6 +115,14 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         except ValueError as e:
             raise ValueError(f"c.MultiUserSpawner.prefix: {e}") from None
         self._profiles()
+        specs = self.service_specs()
+        for spec in specs:
+            if spec.ready_timeout + START_TIMEOUT_MARGIN > self.start_timeout:
+                raise ValueError(
+                    f"c.MultiUserSpawner.services[{spec.key!r}].ready_timeout ({spec.ready_timeout:g} s) must be at "
+                    f"least {START_TIMEOUT_MARGIN} s shorter than c.Spawner.start_timeout ({self.start_timeout} s), "
+                    "or the hub gives up before the service can say what went wrong"
+                )
 
     # -- profiles: the hub's own options form, options_from_form and apply_user_options hooks -------------------
 
@@ -136,7 +184,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         """DockerSpawner's by-name entry point, kept for its inherited helpers and for subclasses."""
         return asyncio.ensure_future(self.gateway.call(method, *args, **kwargs))
 
-    # -- names and environment ----------------------------------------------------------------------------------
+    # -- names, services and environment ------------------------------------------------------------------------
 
     def template_namespace(self) -> dict[str, str]:
         namespace = super().template_namespace()
@@ -149,26 +197,79 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             return ""
         return names.render_name(self.name_template, self.template_namespace(), "name_template")
 
-    @property
-    def resource_names(self) -> names.ResourceNames:
-        templates = names.NameTemplates(
+    def service_specs(self) -> list[services.ServiceSpec]:
+        """The services this server has, after group overrides and the profile: ``services``, plus ``db`` when
+        the deprecated ``database_enabled`` is on."""
+        raw = dict(self.services)
+        if self.database_enabled:
+            if names.LEGACY_DATABASE_SERVICE in raw:
+                raise ValueError(
+                    "c.MultiUserSpawner.database_enabled and services['db'] both describe the service 'db': "
+                    "keep services['db'] only"
+                )
+            self._warn_legacy_database()
+            legacy = {name: getattr(self, name) for name in LEGACY_DATABASE_SETTINGS}
+            raw[names.LEGACY_DATABASE_SERVICE] = services.legacy_database_service(legacy)
+        return services.parse_services(raw)
+
+    def _warn_legacy_database(self) -> None:
+        if not MultiUserSpawner._legacy_warned:
+            MultiUserSpawner._legacy_warned = True
+            self.log.warning(
+                "c.MultiUserSpawner.database_enabled and the other database_* settings are deprecated: use "
+                "c.MultiUserSpawner.services = {'db': {'preset': 'postgres', 'image': ...}}. Existing databases "
+                "are found again under either setting."
+            )
+
+    def _templates(self) -> names.NameTemplates:
+        return names.NameTemplates(
             container=self.name_template,
             home_volume=self.home_volume_name_template,
             network=self.network_name_template,
-            database_container=self.database_container_name_template,
-            database_volume=self.database_volume_name_template,
+            service_container=self.service_container_name_template,
+            service_volume=self.service_volume_name_template,
         )
-        resolved = names.resource_names(templates, self.template_namespace())
-        # A running server keeps the container name it was started with, whatever the template says now.
-        if self.object_name and self.object_name != resolved.container:
-            resolved = names.ResourceNames(
-                self.object_name,
-                resolved.home_volume,
-                resolved.network,
-                resolved.database_container,
-                resolved.database_volume,
+
+    def _names_for(self, specs: list[services.ServiceSpec]) -> names.ResourceNames:
+        fields = self.template_namespace()
+        resolved = names.resource_names(self._templates(), fields, [spec.key for spec in specs])
+        if self.database_enabled:
+            # The deprecated database name templates still name the database they describe.
+            legacy = names.NameTemplates(
+                service_container=self.database_container_name_template,
+                service_volume=self.database_volume_name_template,
+            )
+            resolved.services[names.LEGACY_DATABASE_SERVICE] = names.service_names(
+                legacy, fields, names.LEGACY_DATABASE_SERVICE
             )
         return resolved
+
+    @property
+    def resource_names(self) -> names.ResourceNames:
+        """The names of this server's objects: those it was started with (kept in its state, so a changed
+        template or service list never loses a running server's objects), else those the settings give now."""
+        if self._names is not None:
+            return self._names
+        resolved = self._names_for(self.service_specs())
+        # A running server keeps the container name it was started with, whatever the template says now.
+        if self.object_name and self.object_name != resolved.container:
+            resolved = names.ResourceNames(self.object_name, resolved.home_volume, resolved.network, resolved.services)
+        return resolved
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self._names is not None:
+            state[STATE_NAMES] = self._names.as_state()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if state.get(STATE_NAMES):
+            self._names = names.ResourceNames.from_state(state[STATE_NAMES])
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._names = None
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
@@ -178,15 +279,32 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 env[key] = fill_template(value, namespace)
         if self.user_id_env:
             env[self.user_id_env] = fill_template(self.user_id_template, namespace)
-        if self._db_credentials is not None:
-            env.update(sidecar.notebook_environment(self._db_credentials))
+        env.update(self._service_environment)
         return env
+
+    # -- the engine -----------------------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> LocalEngine:
+        pool = None
+        if self.network_address_pool:
+            key = (self.network_address_pool, self.network_subnet_size)
+            if key not in self._address_pools:
+                self._address_pools[key] = network.AddressPool(*key)
+            pool = self._address_pools[key]
+        return LocalEngine(self.gateway, self.hub_container_name, pool, self.stop_timeout)
+
+    def _server_network(self, resources: names.ResourceNames) -> str:
+        """A private network of its own, unless the admin opened it up and the server has no services."""
+        if self.private_network or resources.services:
+            return resources.network
+        return self.network_name
 
     # -- start ---------------------------------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
         # The hub cancels start() when the user stops a server that is still starting, then calls stop() a second
-        # later. A Docker call under way cannot be called back, and a database interrupted in its first
+        # later. A Docker call under way cannot be called back, and a service interrupted in its first
         # initialisation is broken for good, so the work runs in its own task: a cancel only asks it to stop at its
         # next step (at once, while it merely waits) and undo what it made; stop() waits for that.
         self._cancel_requested = False
@@ -207,32 +325,38 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             raise SpawnCancelled("the spawn was cancelled")
 
     async def _start(self, progress: SpawnProgress) -> tuple[str, int]:
-        self._database_ready = False
-        self._database_volume_new = False
         self.check_settings()
-        resources = self.resource_names
+        specs = self.service_specs()
+        self._names = resources = self._names_for(specs)
+        self._new_service_volumes = set()
+        self._ready_services = set()
+        self._service_environment = {}
         created: list[tuple[str, str]] = []  # (kind, name) made by this attempt, undone if it fails
-        database_task: asyncio.Task | None = None
+        service_starts: list[asyncio.Future] = []
+        instances: list[plan.ServiceInstance] = []
         try:
             image_info = await self._ensure_image(progress)
+            extra_create = await self._admin_extra(self.extra_create_kwargs)  # one evaluation, for every use
+            image_user = self._container_user(image_info, extra_create)
+            self._check_user(image_user)
             self._checkpoint()
-            # Home volume, network and database volume are independent: make them side by side. The database
-            # starts as soon as its network and volume exist; the notebook also needs its home and the database's
-            # credentials (kept on the data volume), then starts beside the database.
-            preparations = [self._prepare_home(resources, image_info, progress)]
-            if self.database_enabled:
-                database_prepared = asyncio.ensure_future(self._prepare_database(resources, created, progress))
-                database_task = asyncio.ensure_future(
-                    self._start_database(database_prepared, resources, created, progress)
-                )
-                preparations.append(database_prepared)
-            await gather_all(preparations)
+            # Home, network and each service's volume are independent: made side by side. A service starts as
+            # soon as the network and its own volume exist; the notebook also needs its home and the services'
+            # passwords (kept on their volumes), then starts beside them.
+            network_ready = asyncio.ensure_future(self._prepare_network(resources, created, progress))
+            volumes = [asyncio.ensure_future(self._prepare_service_volume(spec, resources)) for spec in specs]
+            service_starts = [
+                asyncio.ensure_future(self._start_service(volume, network_ready, resources, created, progress))
+                for volume in volumes
+            ]
+            await gather_all([self._prepare_home(resources, image_info, image_user, progress), network_ready, *volumes])
+            instances = [volume.result() for volume in volumes]
+            self._service_environment = plan.notebook_service_environment(instances, self.template_namespace())
             self._checkpoint()
-            await self._start_notebook(resources, image_info, created, progress)
-            if database_task is not None:
-                await database_task
-                self._checkpoint()
-                await self._waiting_for(self._wait_for_database(resources, progress))
+            await self._start_notebook(resources, image_info, extra_create, created, progress)
+            await gather_all(service_starts)
+            self._checkpoint()
+            await self._waiting_for(gather_all([self._wait_for_service(i, resources, progress) for i in instances]))
             if self.post_start_cmd:
                 await self.post_start_exec()
             ip, port = await self.get_ip_and_port()
@@ -242,11 +366,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 startup.wait_until_listening(self.gateway, resources.container, ip, port, self.http_timeout)
             )
         except BaseException as error:
-            if database_task is not None:
-                # let its Docker calls land, so that the undo below sees (and removes) what they made
-                await asyncio.gather(database_task, return_exceptions=True)
-            await self._undo(created, resources)
-            if isinstance(error, DockerGatewayError):
+            # let every step's Docker calls land, so that the undo below sees (and removes) what they made
+            await asyncio.gather(*service_starts, return_exceptions=True)
+            await self._undo(created, instances)
+            if isinstance(error, DockerGatewayError | readiness.ServiceNotReady):
                 raise SpawnFailed(str(error)) from error
             raise
         self._started_at = time.monotonic()
@@ -296,7 +419,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         return on_record
 
     async def _prepare_home(
-        self, resources: names.ResourceNames, image_info: dict[str, Any], progress: SpawnProgress
+        self, resources: names.ResourceNames, image_info: dict[str, Any], image_user: str, progress: SpawnProgress
     ) -> None:
         if not resources.home_volume:
             return
@@ -307,113 +430,131 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             servername=self.name if "{server" in self.home_volume_name_template else "",
             image=self.image,
             image_id=image_info["Id"],
-            image_user=self._container_user(image_info),
+            image_user=image_user,
             mount_path=self.home_mount_path,
             fix_ownership=self.fix_home_ownership,
         )
         verb = "Created" if created else "Found"
         progress.stage("volume", f"{verb} home volume {resources.home_volume}")
 
-    async def _prepare_database(
+    async def _prepare_network(
         self, resources: names.ResourceNames, created: list[tuple[str, str]], progress: SpawnProgress
     ) -> None:
-        await gather_all(
-            [self._prepare_private_network(resources, created, progress), self._prepare_database_volume(resources)]
-        )
-
-    async def _prepare_private_network(
-        self, resources: names.ResourceNames, created: list[tuple[str, str]], progress: SpawnProgress
-    ) -> None:
-        made = await network.ensure_user_network(
-            self.gateway, resources.network, self.user.name, self.name or "", self.hub_container_name
-        )
+        if self._server_network(resources) != resources.network:
+            return
+        made = await self.backend.ensure_network(plan.network_plan(resources.network, self.user.name, self.name or ""))
         if made:
             created.append(("network", resources.network))
         progress.stage("network", f"Private network {resources.network} is ready")
 
-    async def _prepare_database_volume(self, resources: names.ResourceNames) -> None:
-        password, self._database_volume_new = await sidecar.ensure_data_volume(
-            self.gateway, resources.database_volume, self.user.name, self.name or ""
-        )
-        self._db_credentials = sidecar.DatabaseCredentials(
-            host=self.database_hostname,
-            port=self.database_port,
-            user=self.database_user,
-            password=password,
-            name=self.database_name,
-            scheme=self.database_url_scheme,
+    async def _prepare_service_volume(
+        self, spec: services.ServiceSpec, resources: names.ResourceNames
+    ) -> plan.ServiceInstance:
+        """The service's volume (made with a new password if missing); without a volume, a password for this run."""
+        service_names = resources.services[spec.key]
+        if not spec.volume:
+            return plan.ServiceInstance(spec, service_names, services.new_password())
+        volume = plan.service_volume_plan(spec, service_names.volume, self.user.name, self.name or "")
+        labels, made = await self.backend.ensure_volume(volume)
+        password = plan.password_of_volume(labels)
+        if not password:
+            raise DockerGatewayError(
+                f"volume {service_names.volume} of service {spec.key!r} exists but was not made by "
+                "multiuser-spawner (it has no password label), so its password is unknown. Rename or remove it "
+                "to start the service anew."
+            )
+        if made:
+            self._new_service_volumes.add(spec.key)
+        return plan.ServiceInstance(spec, service_names, password)
+
+    def _service_security(self, spec: services.ServiceSpec) -> plan.Security:
+        return plan.Security(
+            no_new_privileges=self.no_new_privileges,
+            cap_drop=("ALL",),
+            cap_add=spec.cap_add,
+            pids_limit=self.pids_limit or None,
+            init=self.use_init,
         )
 
-    async def _start_database(
+    async def _start_service(
         self,
-        prepared: asyncio.Future,
+        volume: asyncio.Future,
+        network_ready: asyncio.Future,
         resources: names.ResourceNames,
         created: list[tuple[str, str]],
         progress: SpawnProgress,
     ) -> None:
-        await prepared  # its network and data volume (with the credentials)
+        await gather_all([network_ready, volume])
+        instance: plan.ServiceInstance = volume.result()
         self._checkpoint()
-        credentials = self._db_credentials
-        spec = container_spec.database_container(
-            name=resources.database_container,
-            image=self.database_image,
-            environment=sidecar.render_database_env(self.database_env, credentials),
-            labels=names.labels(names.ROLE_DATABASE, self.user.name, self.name or ""),
-            network=resources.network,
-            hostname_alias=self.database_hostname,
-            data_volume=resources.database_volume,
-            data_path=self.database_data_path,
-            resources=container_spec.Resources(cpu_limit=self.database_cpu_limit, mem_limit=self.database_mem_limit),
-            security=self._security(cap_drop=["ALL"], cap_add=self.database_cap_add),
-            stop_signal=self.database_stop_signal,
-        )
-        if await self.gateway.inspect_image(self.database_image) is None:
+        spec = instance.spec
+        if await self.gateway.inspect_image(spec.image) is None:
             raise SpawnFailed(
-                f"database image {self.database_image} is not on this Docker host: an admin must build or pull it"
+                f"image {spec.image} of service {spec.key!r} is not on this Docker host: an admin must build or pull it"
             )
-        created.append(("container", resources.database_container))
-        await sidecar.start_database(self.gateway, spec, recreate=self.remove)
-        progress.stage("database-started", f"Database {resources.database_container} started")
-
-    async def _wait_for_database(self, resources: names.ResourceNames, progress: SpawnProgress) -> None:
-        await sidecar.wait_until_ready(
-            self.gateway, resources.database_container, self._database_readiness(), self.database_ready_timeout
+        workload = plan.service_workload(
+            instance,
+            network=resources.network,
+            username=self.user.name,
+            servername=self.name or "",
+            hub_fields=self.template_namespace(),
+            security=self._service_security(spec),
         )
-        self._database_ready = True
-        progress.stage("database-ready", "Database is accepting connections")
+        created.append(("service", instance.names.container))
+        await self.backend.start_workload(workload)
+        progress.stage("service-started", f"Service {spec.key} started ({instance.names.container})")
 
-    def _database_readiness(self) -> sidecar.ReadinessCheck:
-        """The admin's ready command, run in the container; without one, Postgres asked by the hub itself."""
-        if not self.database_ready_command:
-            return sidecar.postgres_readiness(self._db_credentials)
-        fields = self._db_credentials.template_fields()
-        command = tuple(fill_template(part, fields) for part in self.database_ready_command)
-        return sidecar.ReadinessCheck(port=self.database_port, command=command)
+    async def _wait_for_service(
+        self, instance: plan.ServiceInstance, resources: names.ResourceNames, progress: SpawnProgress
+    ) -> None:
+        await self._service_ready(instance, resources)
+        progress.stage("service-ready", f"Service {instance.spec.key} is ready")
+
+    async def _service_ready(self, instance: plan.ServiceInstance, resources: names.ResourceNames) -> None:
+        container = instance.names.container
+        began = time.monotonic()
+        backend = self.backend
+        await readiness.wait_until_ready(
+            plan.readiness_probe(instance, self.template_namespace()),
+            f"service {instance.spec.key} (container {container})",
+            instance.spec.ready_timeout,
+            address_of=lambda: self._service_address(backend, instance, resources.network, began),
+            run_inside=lambda command: backend.run_inside(container, command),
+            logs_tail=lambda: backend.logs_tail(container),
+        )
+        self._ready_services.add(instance.spec.key)
+
+    async def _service_address(
+        self, backend: LocalEngine, instance: plan.ServiceInstance, network_name: str, since: float
+    ) -> str:
+        try:
+            return await backend.address(instance.names.container, network_name, since)
+        except DockerGatewayError as e:
+            logs = await backend.logs_tail(instance.names.container)
+            raise readiness.ServiceNotReady(f"service {instance.spec.key}", str(e), logs) from e
 
     async def _start_notebook(
         self,
         resources: names.ResourceNames,
         image_info: dict[str, Any],
+        extra_create: dict[str, Any],
         created: list[tuple[str, str]],
         progress: SpawnProgress,
     ) -> None:
-        existing = await self.gateway.inspect_container(resources.container)
-        if existing is not None:
-            ensure_ours(existing)
-        if existing is not None and self.remove:
-            self.log.warning("Removing leftover container %s", resources.container)
-            await self.gateway.remove_container(resources.container)
-            existing = None
-        if existing is None:
-            spec = await self._notebook_spec(resources, image_info)
-            created.append(("container", resources.container))
-            self.object_id = await self.gateway.create_container(spec)
-            progress.stage("container-created", f"Created container {resources.container}")
-        else:
-            self.object_id = existing["Id"]
-            self._reuse_api_token(existing)
+        workload = await self._notebook_workload(resources, image_info, extra_create)
+        if not self.remove:
+            existing = await self.gateway.inspect_container(resources.container)
+            if existing is not None and await self.backend.is_ours(resources.container):
+                # DockerSpawner's remove=False: the kept container starts again, with the token it was made with
+                self.object_id = existing["Id"]
+                self._reuse_api_token(existing)
+                self.object_name = resources.container
+                await self.gateway.start_container(self.object_id)
+                progress.stage("container-started", f"Started container {resources.container}")
+                return
+        created.append(("container", resources.container))
+        self.object_id = await self.backend.start_workload(workload)
         self.object_name = resources.container
-        await self.gateway.start_container(self.object_id)
         progress.stage("container-started", f"Started container {resources.container}")
 
     def _reuse_api_token(self, container: dict[str, Any]) -> None:
@@ -422,49 +563,52 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             if line.startswith("JUPYTERHUB_API_TOKEN="):
                 self.api_token = line.split("=", 1)[1]
 
-    async def _notebook_spec(
-        self, resources: names.ResourceNames, image_info: dict[str, Any]
-    ) -> container_spec.ContainerSpec:
-        user = self._container_user(image_info)
+    def _check_user(self, user: str) -> None:
         if not self.allow_root and container_spec.is_root_user(user):
             raise SpawnFailed(
                 f"image {self.image} runs as root ({user or 'no USER set'}); set a non-root user in the image or "
                 "extra_create_kwargs, or allow it with c.MultiUserSpawner.allow_root = True"
             )
-        binds = dict(self.volume_binds)
+
+    async def _notebook_workload(
+        self, resources: names.ResourceNames, image_info: dict[str, Any], extra_create: dict[str, Any]
+    ) -> plan.Workload:
+        mounts = [
+            plan.Mount(source, bind["bind"], read_only=bind.get("mode", "rw").startswith("ro"))
+            for source, bind in self.volume_binds.items()
+        ]
         if resources.home_volume:
-            binds[resources.home_volume] = {"bind": self.home_mount_path, "mode": "rw"}
+            mounts.append(plan.Mount(resources.home_volume, self.home_mount_path))
         command = (self.cmd or image_info["Config"].get("Cmd") or []) + self.get_args()
-        return container_spec.notebook_container(
+        return plan.Workload(
             name=resources.container,
             image=self.image,
-            command=command,
+            command=tuple(command),
             environment=self.get_env(),
             labels=names.labels(names.ROLE_NOTEBOOK, self.user.name, self.name or ""),
-            port=self.port,
             network=self._server_network(resources),
-            binds=binds,
-            mounts=self.mount_binds,
-            resources=container_spec.Resources(
+            mounts=tuple(mounts),
+            ports=(self.port,),
+            resources=plan.Resources(
                 cpu_limit=self.cpu_limit,
                 cpu_guarantee=self.cpu_guarantee,
                 mem_limit=self.mem_limit,
                 mem_guarantee=self.mem_guarantee,
             ),
-            security=self._security(cap_drop=self.cap_drop, cap_add=self.cap_add),
-            publish_on=None if self.use_internal_ip else self.host_ip,
-            links=self.links or None,
-            extra_create=await self._admin_extra(self.extra_create_kwargs),
-            extra_host_config=await self._admin_extra(self.extra_host_config),
-        )
-
-    def _security(self, cap_drop: list[str], cap_add: list[str]) -> container_spec.Security:
-        return container_spec.Security(
-            no_new_privileges=self.no_new_privileges,
-            cap_drop=tuple(cap_drop),
-            cap_add=tuple(cap_add),
-            pids_limit=self.pids_limit or None,
-            init=self.use_init,
+            security=plan.Security(
+                no_new_privileges=self.no_new_privileges,
+                cap_drop=tuple(self.cap_drop),
+                cap_add=tuple(self.cap_add),
+                pids_limit=self.pids_limit or None,
+                init=self.use_init,
+            ),
+            engine_extras={
+                container_spec.EXTRA_CREATE: extra_create,
+                container_spec.EXTRA_HOST_CONFIG: await self._admin_extra(self.extra_host_config),
+                container_spec.EXTRA_MOUNTS: self.mount_binds,
+                container_spec.EXTRA_LINKS: self.links or None,
+                container_spec.EXTRA_PUBLISH_ON: None if self.use_internal_ip else self.host_ip,
+            },
         )
 
     async def _admin_extra(self, value: Any) -> dict[str, Any]:
@@ -473,12 +617,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             value = await value
         return self._render_templates(value or {})
 
-    def _container_user(self, image_info: dict[str, Any]) -> str:
-        extra = self.extra_create_kwargs if isinstance(self.extra_create_kwargs, dict) else {}
-        return str(extra.get("user") or image_info["Config"].get("User") or "")
-
-    def _server_network(self, resources: names.ResourceNames) -> str:
-        return resources.network if self.database_enabled else self.network_name
+    def _container_user(self, image_info: dict[str, Any], extra_create: dict[str, Any]) -> str:
+        return str(extra_create.get("user") or image_info["Config"].get("User") or "")
 
     def get_network_ip(self, network_settings: dict[str, Any]) -> str:
         wanted = self._server_network(self.resource_names)
@@ -495,37 +635,35 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             return self.get_network_ip(info["NetworkSettings"]), self.port
         return await super().get_ip_and_port()
 
-    async def _undo(self, created: list[tuple[str, str]], resources: names.ResourceNames) -> None:
-        """Remove what a failed or cancelled spawn made, newest first. The database gets a clean shutdown, and a
-        first initialisation is let finish: a database killed half-way through it could never start again."""
+    async def _undo(self, created: list[tuple[str, str]], instances: list[plan.ServiceInstance]) -> None:
+        """Remove what a failed or cancelled spawn made, newest first. A service gets a clean shutdown, and one in
+        its first initialisation is let finish it: a database killed half-way through could never start again."""
+        backend = self.backend
+        first_runs = {
+            i.names.container: i
+            for i in instances
+            if i.spec.key in self._new_service_volumes and i.spec.key not in self._ready_services
+        }
         for kind, name in reversed(created):
             try:
-                if kind == "container" and not await self._is_our_container(name):
-                    continue  # a stranger under our name (the spawn failed on it): never touch it
-                if kind == "container" and name == resources.database_container:
-                    if self._database_volume_new and not self._database_ready:
-                        await self._let_database_initialise(name)
-                    await self.gateway.stop_container(name, self.stop_timeout)
-                    await self.gateway.remove_container(name)
+                if kind == "service":
+                    if name in first_runs:
+                        await self._let_service_initialise(first_runs[name])
+                    await backend.stop_workload(name, self.stop_timeout)
+                    await backend.remove_workload(name)
                 elif kind == "container":
-                    await self.gateway.remove_container(name)
+                    await backend.remove_workload(name)  # only ours: a stranger under our name stays
                 elif kind == "network":
-                    await network.remove_user_network(self.gateway, name, self.hub_container_name)
+                    await backend.remove_network(name)
             except Exception:
                 self.log.exception("Could not clean up %s %s after a failed spawn", kind, name)
         self.object_id = ""
 
-    async def _is_our_container(self, name: str) -> bool:
-        info = await self.gateway.inspect_container(name)
-        return info is not None and is_ours(info)
-
-    async def _let_database_initialise(self, container: str) -> None:
+    async def _let_service_initialise(self, instance: plan.ServiceInstance) -> None:
         try:
-            await sidecar.wait_until_ready(
-                self.gateway, container, self._database_readiness(), self.database_ready_timeout
-            )
-        except DockerGatewayError as e:
-            self.log.warning("Database %s did not finish its first start: %s", container, e)
+            await self._service_ready(instance, self.resource_names)
+        except (DockerGatewayError, readiness.ServiceNotReady) as e:
+            self.log.warning("Service %s did not finish its first start: %s", instance.names.container, e)
 
     # -- progress, poll, stop ------------------------------------------------------------------------------------
 
@@ -536,12 +674,24 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             yield event.as_dict()
 
     async def poll(self) -> int | None:
-        """None while the container runs, else its exit code (0 when it is gone). Reads the shared container
-        list, so a hundred servers' polls cost one Docker request per refresh."""
+        """None while the notebook runs, else its exit code (0 when it is gone). Reads the shared container
+        list, so a hundred servers' polls cost one Docker request per refresh.
+
+        When the notebook has died (a crash, its memory limit), the hub never calls ``stop()``: the server's
+        services and network are released here, so they do not run on, holding memory and an address range."""
         if self._start_task is not None and not self._start_task.done():
             # a start, or the undoing of a cancelled one, is still at work: report it running so the hub's stop()
             # comes and waits for it instead of leaving its objects behind
             return None
+        status = await self._notebook_status()
+        if status is not None:
+            try:
+                await self._tear_down(self.resource_names, self.stop_timeout, notebook=False)
+            except (DockerGatewayError, ValueError) as e:
+                self.log.warning("Could not release the services of %s's stopped server: %s", self._log_name, e)
+        return status
+
+    async def _notebook_status(self) -> int | None:
         name = self.object_name
         if not name:
             return 0
@@ -564,23 +714,23 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         if self._start_task is not None and not self._start_task.done():
             # a cancelled start is still undoing what it made: let it finish first
             await asyncio.gather(self._start_task, return_exceptions=True)
-        resources = self.resource_names
-        timeout = 0 if now else self.stop_timeout
-        # Only what carries our label: after a spawn refused because a stranger holds one of our names, the hub
-        # calls stop(), and the stranger must be left alone.
-        found = await asyncio.gather(
-            self.gateway.inspect_container(resources.container),
-            self.gateway.inspect_container(resources.database_container),
-        )
-        ours = [info["Id"] for info in found if info is not None and is_ours(info)]
-        await asyncio.gather(*(self.gateway.stop_container(c, timeout) for c in ours))
+        await self._tear_down(self.resource_names, 0 if now else self.stop_timeout)
         if self.remove:
-            await asyncio.gather(*(self.gateway.remove_container(c) for c in ours))
-            user_network = await self.gateway.inspect_network(resources.network)
-            if user_network is not None and is_ours(user_network):
-                await network.remove_user_network(self.gateway, resources.network, self.hub_container_name)
             self.object_id = ""
         self.clear_state()
+
+    async def _tear_down(self, resources: names.ResourceNames, timeout: int, notebook: bool = True) -> None:
+        """Stop the server's containers (only those that carry our label: after a spawn refused because a stranger
+        holds one of our names, the stranger must be left alone); with ``remove``, remove them and the network."""
+        backend = self.backend
+        containers = [s.container for s in resources.services.values()]
+        if notebook:
+            containers.append(resources.container)
+        await gather_all([backend.stop_workload(c, timeout) for c in containers])
+        if self.remove or not notebook:
+            await gather_all([backend.remove_workload(c) for c in containers])
+        if self.remove:
+            await backend.remove_network(resources.network)
 
     async def delete_forever(self) -> None:
         """The hub deletes this server (or its user): remove its containers and network, and its volumes only

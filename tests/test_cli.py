@@ -194,7 +194,7 @@ def test_doctor_passes_on_this_host_and_cleans_up(hub, docker_client):
 
 
 def test_doctor_fails_on_a_missing_image(hub):
-    result = run_cli(hub, "doctor", "--image", "multiuser-spawner/no-such-image:0", "--database-image", "postgres:0")
+    result = run_cli(hub, "doctor", "--image", "multiuser-spawner/no-such-image:0", "--service-image", "db=postgres:0")
     assert result.returncode == 1
-    assert "FAIL  image           multiuser-spawner/no-such-image:0 is not on this Docker host" in result.stdout
-    assert "FAIL  database image" in result.stdout
+    assert "multiuser-spawner/no-such-image:0 is not on this Docker host" in result.stdout
+    assert "FAIL  image of service db" in result.stdout

@@ -392,8 +392,7 @@ def test_settings_default_to_the_spawners():
     settings = cli.hub_settings(Config())
     assert settings.prefix == "jupyter"
     assert settings.templates == names.NameTemplates()
-    assert settings.database_image == "postgres:15"
-    assert not settings.database_enabled
+    assert settings.service_images == {}
 
 
 def test_settings_follow_the_class_hierarchy_like_traitlets():
@@ -402,10 +401,29 @@ def test_settings_follow_the_class_hierarchy_like_traitlets():
     config.DockerSpawner.prefix = "hub"
     config.MultiUserSpawner.image = "mine:2"
     config.MultiUserSpawner.database_enabled = True
+    config.MultiUserSpawner.database_image = "pg:16"
+    config.Spawner.services = {"cache": {"preset": "redis"}}
     config.MultiUserSpawner.home_volume_name_template = "{prefix}-{user}{server_suffix}_home"
     settings = cli.hub_settings(config)
-    assert (settings.image, settings.prefix, settings.database_enabled) == ("mine:2", "hub", True)
+    assert (settings.image, settings.prefix) == ("mine:2", "hub")
+    assert settings.service_images == {"db": "pg:16", "cache": "redis:7"}
     assert settings.templates.home_volume == "{prefix}-{user}{server_suffix}_home"
+
+
+def test_a_bad_service_in_the_config_is_a_cli_error():
+    config = Config()
+    config.MultiUserSpawner.services = {"cache": {"preset": "redis", "port": "6379"}}
+    with pytest.raises(cli.CLIError, match=r"services\['cache'\].port"):
+        cli.hub_settings(config)
+
+
+def test_objects_of_the_first_release_are_read_as_the_service_db():
+    old = inventory.from_container({"Id": "c", "Names": ["/jupyter-alice_db"], "Labels": lab("database", "alice")})
+    new = inventory.from_container(
+        {"Id": "c", "Names": ["/jupyter-alice_db"], "Labels": names.labels("service", "alice", "", "db")}
+    )
+    assert (old.role, old.service) == (new.role, new.service) == ("service", "db")
+    assert inventory.belongs_to_hub(old, "jupyter", names.NameTemplates())
 
 
 def test_settings_from_a_config_file_and_prefix_option(tmp_path):
@@ -434,11 +452,11 @@ def test_gc_without_a_token_is_an_error(monkeypatch, capsys):
     assert "JUPYTERHUB_API_TOKEN" in capsys.readouterr().err
 
 
-def test_notebook_objects_sort_before_database_objects():
+def test_notebook_objects_sort_before_service_objects():
     def r(kind: str, role: str, name: str) -> Resource:
         return Resource(kind=kind, name=name, id=name, user="u", server="", role=role)
 
-    unsorted = [r("volume", "database-data", "a"), r("container", "database", "b"), r("volume", "home", "c")]
+    unsorted = [r("volume", "service-data", "a"), r("container", "service", "b"), r("volume", "home", "c")]
     unsorted += [r("container", "notebook", "d"), r("network", "network", "e")]
     assert [x.name for x in sorted(unsorted, key=lambda x: x.sort_key)] == ["d", "b", "e", "c", "a"]
 

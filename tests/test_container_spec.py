@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from multiuser_spawner import container_spec as cs
+from multiuser_spawner.plan import Mount, Resources, Security, Workload
 
 LABELS = {"org.multiuser-spawner.managed": "true"}
 
 
+def workload(**overrides) -> Workload:
+    fields = {
+        "name": "jupyter-alice",
+        "image": "img:1",
+        "command": ("jupyterhub-singleuser",),
+        "environment": {"USER_ID": "alice"},
+        "labels": LABELS,
+        "network": "jupyter-alice_net",
+        "mounts": (Mount("jupyter-alice_home", "/home/jovyan"),),
+        "ports": (8888,),
+        "resources": Resources(cpu_limit=0.5, cpu_guarantee=0.25, mem_limit=512 * 2**20, mem_guarantee=256 * 2**20),
+    }
+    return Workload(**{**fields, **overrides})
+
+
 def test_notebook_container_with_limits_guarantees_and_secure_defaults():
-    spec = cs.notebook_container(
-        name="jupyter-alice",
-        image="img:1",
-        command=["jupyterhub-singleuser"],
-        environment={"USER_ID": "alice"},
-        labels=LABELS,
-        port=8888,
-        network="bridge",
-        binds={"jupyter-alice_home": {"bind": "/home/jovyan", "mode": "rw"}},
-        resources=cs.Resources(cpu_limit=0.5, cpu_guarantee=0.25, mem_limit=512 * 2**20, mem_guarantee=256 * 2**20),
-    )
+    spec = cs.container_from_workload(workload())
     assert spec.create == {
         "name": "jupyter-alice",
         "image": "img:1",
@@ -30,7 +36,7 @@ def test_notebook_container_with_limits_guarantees_and_secure_defaults():
     }
     assert spec.host_config == {
         "binds": {"jupyter-alice_home": {"bind": "/home/jovyan", "mode": "rw"}},
-        "network_mode": "bridge",
+        "network_mode": "jupyter-alice_net",
         "auto_remove": False,
         "mem_limit": 536870912,
         "mem_reservation": 268435456,
@@ -42,30 +48,30 @@ def test_notebook_container_with_limits_guarantees_and_secure_defaults():
         "cap_drop": ["ALL"],
         "pids_limit": 1024,
     }
-    assert spec.networks == {"bridge": []}
+    assert spec.networks == {"jupyter-alice_net": []}
 
 
 def test_admin_extras_win_and_merge_deeply():
-    spec = cs.notebook_container(
-        name="n",
-        image="i",
-        command=None,
-        environment={},
-        labels={"a": "1"},
-        port=8888,
-        network="net",
-        binds={},
-        resources=cs.Resources(cpu_limit=1.0),
-        security=cs.Security(no_new_privileges=False, cap_drop=(), pids_limit=None, init=False),
-        publish_on="127.0.0.1",
-        extra_create={"labels": {"b": "2"}, "user": "1000"},
-        extra_host_config={"cpu_period": 50000, "shm_size": "1G"},
+    spec = cs.container_from_workload(
+        workload(
+            command=None,
+            labels={"a": "1"},
+            network="net",
+            mounts=(Mount("/srv/data", "/data", read_only=True),),
+            resources=Resources(cpu_limit=1.0),
+            security=Security(no_new_privileges=False, cap_drop=(), pids_limit=None, init=False),
+            engine_extras={
+                cs.EXTRA_PUBLISH_ON: "127.0.0.1",
+                cs.EXTRA_CREATE: {"labels": {"b": "2"}, "user": "1000"},
+                cs.EXTRA_HOST_CONFIG: {"cpu_period": 50000, "shm_size": "1G"},
+            },
+        )
     )
     assert spec.create["labels"] == {"a": "1", "b": "2"}
     assert spec.create["user"] == "1000"
     assert "command" not in spec.create
     assert spec.host_config == {
-        "binds": {},
+        "binds": {"/srv/data": {"bind": "/data", "mode": "ro"}},
         "network_mode": "net",
         "auto_remove": False,
         "port_bindings": {8888: ("127.0.0.1",)},
@@ -76,26 +82,33 @@ def test_admin_extras_win_and_merge_deeply():
     }
 
 
-def test_database_container_is_private_and_unpublished():
-    spec = cs.database_container(
-        name="jupyter-alice_db",
-        image="postgres:15",
-        environment={"POSTGRES_PASSWORD": "s3cret"},
-        labels=LABELS,
-        network="jupyter-alice_net",
-        hostname_alias="db",
-        data_volume="jupyter-alice_db",
-        data_path="/var/lib/postgresql/data",
-        resources=cs.Resources(mem_limit=256 * 2**20),
-        security=cs.Security(cap_add=("CHOWN", "SETUID")),
-        stop_signal="SIGINT",
+def test_service_container_is_private_and_unpublished():
+    spec = cs.container_from_workload(
+        Workload(
+            name="jupyter-alice_db",
+            image="postgres:15",
+            command=None,
+            environment={"POSTGRES_PASSWORD": "s3cret"},
+            labels=LABELS,
+            network="jupyter-alice_net",
+            aliases=("db",),
+            hostname="db",
+            mounts=(Mount("jupyter-alice_db", "/var/lib/postgresql/data"),),
+            ports=(5432,),
+            resources=Resources(mem_limit=256 * 2**20),
+            security=Security(cap_add=("CHOWN", "SETUID")),
+            stop_signal="SIGINT",
+            restarts_on_failure=5,
+        )
     )
     assert spec.create == {
         "name": "jupyter-alice_db",
         "image": "postgres:15",
         "environment": {"POSTGRES_PASSWORD": "s3cret"},
         "labels": LABELS,
+        "ports": [5432],
         "volumes": ["/var/lib/postgresql/data"],
+        "hostname": "db",
         "stop_signal": "SIGINT",
     }
     assert spec.host_config == {
@@ -114,6 +127,16 @@ def test_database_container_is_private_and_unpublished():
     assert spec.networks == {"jupyter-alice_net": ["db"]}
 
 
+def test_network_on_a_subnet_of_its_own():
+    assert cs.network_config(name="n", labels=LABELS, subnet="10.201.0.16/28") == {
+        "name": "n",
+        "driver": "bridge",
+        "labels": LABELS,
+        "check_duplicate": True,
+        "ipam": {"Driver": "default", "Config": [{"Subnet": "10.201.0.16/28"}]},
+    }
+
+
 def test_home_ownership_container_runs_as_root_with_only_chown():
     spec = cs.home_ownership_container(
         name="v-init", image="img", volume="v", mount_path="/home/jovyan", owner="jovyan"
@@ -125,7 +148,7 @@ def test_home_ownership_container_runs_as_root_with_only_chown():
 
 
 def test_cpu_guarantee_has_docker_minimum_weight():
-    assert cs.resource_host_config(cs.Resources(cpu_guarantee=0.0001)) == {"cpu_shares": 2}
+    assert cs.resource_host_config(Resources(cpu_guarantee=0.0001)) == {"cpu_shares": 2}
 
 
 def test_root_detection():

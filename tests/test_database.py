@@ -1,4 +1,5 @@
-"""The per-user database sidecar, on a private per-user network, on the real stack."""
+"""The per-user database, set with the deprecated ``database_*`` settings (the service ``db`` with the Postgres
+preset), on a private per-server network, on the real stack."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ c.MultiUserSpawner.group_overrides = {
     "1-db": {"groups": ["db"], "spawner_override": {"database_enabled": True, "mem_limit": "1G"}},
     "2-broken": {"groups": ["broken"], "spawner_override": {
         "database_enabled": True, "database_ready_command": ["false"], "database_ready_timeout": 4}},
+    "3-dockerpools": {"groups": ["dockerpools"], "spawner_override": {"network_address_pool": ""}},
 }
 """
-USERS = {"ada": ["db"], "bob": ["db"], "cy": ["db"], "nodb": [], "eve": ["broken"]}
+USERS = {"ada": ["db"], "bob": ["db"], "cy": ["db"], "nodb": [], "eve": ["broken"], "dan": ["db", "dockerpools"]}
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +135,10 @@ def test_database_publishes_no_host_port(hub, docker_client):
     assert set(database(docker_client, hub, "ada").attrs["NetworkSettings"]["Networks"]) == {f"{hub.prefix}-ada_net"}
 
 
-def test_without_database_no_network_or_database_container(hub, docker_client):
+def test_without_services_a_private_network_but_no_service_container(hub, docker_client):
     hub.start_server("nodb")
-    assert not docker_client.networks.list(names=[f"{hub.prefix}-nodb_net"])
+    nb = notebook(docker_client, hub, "nodb")
+    assert set(nb.attrs["NetworkSettings"]["Networks"]) == {f"{hub.prefix}-nodb_net"}
     assert not [c for c in docker_client.containers.list(all=True) if c.name == f"{hub.prefix}-nodb_db"]
     assert "DATABASE_URL" not in " ".join(notebook(docker_client, hub, "nodb").attrs["Config"]["Env"])
 
@@ -153,8 +156,9 @@ def test_start_stop_cycles_leave_only_the_volumes(hub, docker_client):
 
 def test_database_that_never_gets_ready_fails_the_spawn_with_its_logs(hub, docker_client):
     message = spawn_failure_message(hub, "eve")
-    assert f"database container {hub.prefix}-eve_db" in message
+    assert f"service db (container {hub.prefix}-eve_db)" in message
     assert "not ready after 4 s" in message
+    assert "false exited 1" in message
     assert "database system is ready to accept connections" in message  # its last log lines
     # nothing half-made is left: no containers, no network; the volumes stay
     prefix = f"{hub.prefix}-eve"
@@ -192,8 +196,8 @@ def test_hub_in_a_container_joins_each_user_network(make_hub, docker_client):
         standin.remove(force=True)
 
 
-def test_no_address_range_left_for_a_network_says_how_to_give_docker_more(hub, docker_client):
-    # Docker's default address pools hold about 30 bridge networks; a large class with databases runs out.
+def test_with_dockers_pools_used_up_the_spawners_own_pool_still_starts_servers(hub, docker_client):
+    # Docker's default address pools hold about 30 bridge networks; a large class would run out of them.
     filled = []
     try:
         while True:
@@ -203,11 +207,16 @@ def test_no_address_range_left_for_a_network_says_how_to_give_docker_more(hub, d
                 assert "address pool" in str(e), e
                 break
             assert len(filled) < 1000, "this engine's address pools seem unlimited"
-        message = spawn_failure_message(hub, "bob")
+        # the spawner's own pool (network_address_pool) does not depend on Docker's
+        hub.start_server("bob")
+        subnet = docker_client.networks.get(f"{hub.prefix}-bob_net").attrs["IPAM"]["Config"][0]["Subnet"]
+        assert subnet.startswith("10.201.") and subnet.endswith("/28"), subnet
+        # without it, the spawn fails saying what to do
+        message = spawn_failure_message(hub, "dan")
     finally:
         for network in filled:
             network.remove()
-    assert f"creating network {hub.prefix}-bob_net failed" in message
-    assert "default-address-pools" in message and "/etc/docker/daemon.json" in message
-    assert not [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(f"{hub.prefix}-bob")]
-    hub.start_server("bob")  # with ranges free again, the same user starts
+    assert f"creating network {hub.prefix}-dan_net failed" in message
+    assert "network_address_pool" in message and "/etc/docker/daemon.json" in message
+    assert not [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(f"{hub.prefix}-dan")]
+    hub.start_server("dan")  # with ranges free again, the same user starts

@@ -23,7 +23,8 @@ c.MultiUserSpawner.group_overrides = {
     "2-crash": {"groups": ["crash"], "spawner_override": {
         "cmd": ["sh", "-c", "echo 'fatal: cannot read course config' >&2; exit 3"]}},
     "3-small": {"groups": ["small"], "spawner_override": {"mem_limit": "200M"}},
-    "4-nonet": {"groups": ["nonet"], "spawner_override": {"network_name": "no-such-network"}},
+    "4-nonet": {"groups": ["nonet"], "spawner_override": {
+        "network_name": "no-such-network", "private_network": False}},
 }
 """
 USERS = {"ada": ["db"], "crash": ["crash"], "tiny": ["small"], "nonet": ["nonet"], "squat": [], "racer": ["db"]}

@@ -13,6 +13,7 @@ from multiuser_spawner import names
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "recorded_names.json").read_text())
 ALL_KINDS = ("container", "home_volume", "network", "database_container", "database_volume")
+SERVICES = ("db", "cache", "a-very-long-name")
 
 usernames = st.text(min_size=1, max_size=200)
 servernames = st.one_of(st.just(""), st.text(min_size=1, max_size=200))
@@ -20,15 +21,28 @@ prefixes = st.from_regex(r"[a-z0-9]{1,8}(-[a-z0-9]{1,3})?", fullmatch=True)
 
 
 def all_names(prefix: str, user: str, server: str) -> names.ResourceNames:
-    return names.resource_names(names.NameTemplates(), names.template_fields(prefix, user, server))
+    return names.resource_names(names.NameTemplates(), names.template_fields(prefix, user, server), SERVICES)
+
+
+def by_kind(resources: names.ResourceNames) -> dict[str, str]:
+    """Every name, by the kinds of the first release (its one database is the service ``db``) and each service's."""
+    found = {
+        "container": resources.container,
+        "home_volume": resources.home_volume,
+        "network": resources.network,
+        "database_container": resources.services["db"].container,
+        "database_volume": resources.services["db"].volume,
+    }
+    for key, service in resources.services.items():
+        found[f"{key} container"] = service.container
+        found[f"{key} volume"] = service.volume
+    return found
 
 
 @settings(max_examples=500)
 @given(prefix=prefixes, user=usernames, server=servernames)
 def test_every_name_is_a_valid_docker_name_within_bounds(prefix, user, server):
-    resources = all_names(prefix[:16], user, server)
-    for kind in ALL_KINDS:
-        name = getattr(resources, kind)
+    for kind, name in by_kind(all_names(prefix, user, server)).items():
         assert names.is_valid_docker_name(name), (kind, name)
         assert len(name) <= names.MAX_NAME_LENGTH
 
@@ -38,14 +52,12 @@ def test_every_name_is_a_valid_docker_name_within_bounds(prefix, user, server):
 def test_distinct_users_and_servers_never_share_a_name(a, b):
     if a == b:
         return
-    first, second = all_names("jupyter", *a), all_names("jupyter", *b)
-    # no object of one may carry the name of the other's object of the same kind
-    assert first.container != second.container
-    assert first.network != second.network
-    assert first.database_container != second.database_container
-    assert first.database_volume != second.database_volume
-    if a[0] != b[0]:
-        assert first.home_volume != second.home_volume  # the home volume is per user
+    first, second = by_kind(all_names("jupyter", *a)), by_kind(all_names("jupyter", *b))
+    # no object of one may carry the name of any object of the other
+    shared = set(first.values()) & set(second.values())
+    if a[0] == b[0]:
+        shared.discard(first["home_volume"])  # the home volume is per user
+    assert not shared
 
 
 @pytest.mark.parametrize(
@@ -70,15 +82,42 @@ def test_similar_usernames_get_different_names():
 
 @pytest.mark.parametrize("record", RECORDED["names"], ids=lambda r: f"{r['username'][:12]}:{r['servername']}")
 def test_names_match_those_recorded_from_the_first_release(record):
-    resources = all_names(RECORDED["prefix"], record["username"], record["servername"])
+    resources = by_kind(all_names(RECORDED["prefix"], record["username"], record["servername"]))
     for kind in ALL_KINDS:
-        assert getattr(resources, kind) == record[kind], kind
+        assert resources[kind] == record[kind], kind
 
 
-@pytest.mark.parametrize("prefix", ["", "Jupyter", "a_b", "x" * 17, "-a", "a--b"])
+@pytest.mark.parametrize("prefix", ["", "a_b", "x" * 48, "-a", "a.b", "a/b"])
 def test_bad_prefix_is_refused(prefix):
     with pytest.raises(ValueError, match="prefix"):
         names.validate_prefix(prefix)
+
+
+@pytest.mark.parametrize("prefix", ["jupyter", "dockerspawner-test", "Jupyter", "a--b", "x" * 47])
+def test_any_prefix_dockerspawner_takes_works(prefix):
+    names.validate_prefix(prefix)
+    for kind, name in by_kind(all_names(prefix, "a.very.long.user.name@example.org", "a-named-server")).items():
+        assert names.is_valid_docker_name(name), (kind, name)
+
+
+def test_long_names_are_shortened_with_a_hash_of_the_whole():
+    short = "jupyter-alice_home"
+    assert names.fit_name(short) == short
+    long_a, long_b = "p" * 60 + "-alice_home", "p" * 60 + "-bob_home"
+    assert len(names.fit_name(long_a)) == names.MAX_NAME_LENGTH
+    assert names.fit_name(long_a) != names.fit_name(long_b)
+    assert names.fit_name(long_a) == names.fit_name(long_a)
+
+
+@pytest.mark.parametrize("service", ["", "Cache", "a_b", "db.x", "1db", "x" * 17])
+def test_bad_service_names_are_refused(service):
+    with pytest.raises(ValueError, match="service name"):
+        names.validate_service_name(service)
+
+
+def test_resource_names_survive_the_servers_state():
+    resources = all_names("jupyter", "alice", "lab")
+    assert names.ResourceNames.from_state(resources.as_state()) == resources
 
 
 def test_template_errors_name_the_setting():
@@ -87,6 +126,10 @@ def test_template_errors_name_the_setting():
         names.render_name("{prefix}-{unknown}", fields, "network_name_template")
     with pytest.raises(ValueError, match="home_volume_name_template.*not a valid Docker name"):
         names.render_name("{prefix}/{user}", fields, "home_volume_name_template")
+
+
+def test_service_labels_carry_the_service():
+    assert names.labels(names.ROLE_SERVICE, "alice", "", "cache")["org.multiuser-spawner.service"] == "cache"
 
 
 def test_labels_carry_the_raw_names():

@@ -99,7 +99,14 @@ def test_progress_reports_the_real_stages(hub):
     percents = [e["progress"] for e in events if "progress" in e]
     assert events[-1].get("ready"), messages
     assert percents == sorted(percents)
-    for expected in ("Image", "home volume", "Private network", "Database", "Created container", "accepting"):
+    for expected in (
+        "Image",
+        "home volume",
+        "Private network",
+        "Service db started",
+        "Started container",
+        "db is ready",
+    ):
         assert any(expected in m for m in messages), (expected, messages)
     hub.stop_server("stud")
 

@@ -15,9 +15,57 @@ c.MultiUserSpawner.group_overrides = {
     "3-root-allowed": {"groups": ["root-allowed"], "spawner_override": {
         "extra_create_kwargs": {"user": "root"}, "allow_root": True, "cap_drop": [], "args": ["--allow-root"]}},
     "4-db": {"groups": ["db"], "spawner_override": {"database_enabled": True}},
+    "5-open": {"groups": ["open"], "spawner_override": {"private_network": False}},
 }
+# evaluated when the container is made: the root check must see what it returns
+c.MultiUserSpawner.extra_create_kwargs = lambda spawner: {"user": "root"} if spawner.user.name == "sneaky" else {}
 """
-USERS = {"plain": ["db"], "pids": ["few-pids"], "rooty": ["root"], "admin2": ["root-allowed"]}
+USERS = {
+    "plain": ["db"],
+    "pids": ["few-pids"],
+    "rooty": ["root"],
+    "admin2": ["root-allowed"],
+    "stu1": [],
+    "stu2": [],
+    "open1": ["open"],
+    "open2": ["open"],
+    "sneaky": [],
+}
+
+
+SERVE_HOME = "cd ~ && echo 'my homework' > answers.txt && (python3 -m http.server 8000 >/dev/null 2>&1 &) && sleep 1"
+FETCH = 'python3 -c "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"'
+
+
+def notebook_ip(docker_client, hub, user: str) -> str:
+    networks = notebook(docker_client, hub, user).attrs["NetworkSettings"]["Networks"]
+    return next(iter(networks.values()))["IPAddress"]
+
+
+def test_students_cannot_reach_each_others_notebooks(hub, docker_client):
+    # tried as a student would: serve one's home directory, and ask for it from another student's notebook
+    hub.start_server("stu1")
+    hub.start_server("stu2")
+    assert exec_in(notebook(docker_client, hub, "stu1"), SERVE_HOME)[0] == 0
+    url = f"http://{notebook_ip(docker_client, hub, 'stu1')}:8000/answers.txt"
+    code, out = exec_in(notebook(docker_client, hub, "stu2"), f"{FETCH} {url}")
+    assert code != 0 and "my homework" not in out, out
+    # while the hub (on the host) still reaches each server
+    assert hub.server_api("stu1", "api/status").status_code == 200
+    assert hub.server_api("stu2", "api/status").status_code == 200
+
+
+def test_private_network_false_lets_a_course_share(hub, docker_client):
+    hub.start_server("open1")
+    hub.start_server("open2")
+    assert exec_in(notebook(docker_client, hub, "open1"), SERVE_HOME)[0] == 0
+    url = f"http://{notebook_ip(docker_client, hub, 'open1')}:8000/answers.txt"
+    assert exec_in(notebook(docker_client, hub, "open2"), f"{FETCH} {url}") == (0, "my homework\n\n")
+
+
+def test_a_callable_extra_create_kwargs_cannot_bypass_the_root_check(hub, docker_client):
+    message = spawn_failure_message(hub, "sneaky")
+    assert "runs as root (root)" in message, message
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Pure pieces: the sidecar's environment, progress, the gateway's concurrency, the shared container view, and
+"""Pure pieces: templates, progress, the gateway's concurrency, the shared container view, and
 the waits for a server and a database (against loopback ports and a stand-in Docker client)."""
 
 from __future__ import annotations
@@ -9,40 +9,10 @@ import time
 
 import pytest
 
-from multiuser_spawner import home, sidecar, startup
+from multiuser_spawner import home, startup, tcp
 from multiuser_spawner.docker_gateway import ContainerView, DockerGateway, split_image_tag
 from multiuser_spawner.progress import SpawnProgress, pull_percent
 from multiuser_spawner.spawner import fill_template
-
-CREDS = sidecar.DatabaseCredentials(host="db", port=5432, user="jupyter", password="p@ss/w:rd", name="jupyter")
-
-
-def test_notebook_gets_every_database_variable():
-    assert sidecar.notebook_environment(CREDS) == {
-        "DATABASE_HOST": "db",
-        "DATABASE_PORT": "5432",
-        "DATABASE_USER": "jupyter",
-        "DATABASE_PASS": "p@ss/w:rd",
-        "DATABASE_PASSWORD": "p@ss/w:rd",
-        "DATABASE_NAME": "jupyter",
-        "DATABASE_URL": "postgresql://jupyter:p%40ss%2Fw%3Ard@db:5432/jupyter",
-        "PGHOST": "db",
-        "PGPORT": "5432",
-        "PGUSER": "jupyter",
-        "PGPASSWORD": "p@ss/w:rd",
-        "PGDATABASE": "jupyter",
-    }
-
-
-def test_database_env_templates():
-    env = sidecar.render_database_env({"MYSQL_PASSWORD": "{db_password}", "PORT": "{db_port}"}, CREDS)
-    assert env == {"MYSQL_PASSWORD": "p@ss/w:rd", "PORT": "5432"}
-
-
-def test_passwords_are_long_and_different():
-    passwords = {sidecar.new_password() for _ in range(100)}
-    assert len(passwords) == 100
-    assert all(len(p) >= 32 for p in passwords)
 
 
 def test_fill_template_leaves_non_templates_alone():
@@ -155,7 +125,7 @@ async def test_container_view_refreshes_when_stale():
 
 
 def test_connect_intervals_start_short_and_level_off():
-    pauses = startup.connect_intervals(first=0.05, most=0.25)
+    pauses = tcp.connect_intervals(first=0.05, most=0.25)
     taken = [next(pauses) for _ in range(8)]
     assert taken[0] == 0.05
     assert taken == sorted(taken)
@@ -225,139 +195,11 @@ async def test_a_server_that_stops_while_starting_fails_with_its_logs():
 async def test_probe_tcp_tells_open_from_refused():
     listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    assert await startup.probe_tcp("127.0.0.1", port) == startup.TCP_OPEN
+    assert await tcp.probe_tcp("127.0.0.1", port) == tcp.TCP_OPEN
     listener.close()
     await listener.wait_closed()
-    assert await startup.probe_tcp("127.0.0.1", port) == startup.TCP_REFUSED
-    assert not await startup.accepts_tcp("127.0.0.1", port)
-
-
-class _StartingDatabase(_StartingServers):
-    """A database container at ``ip``; its ready command fails ``failures`` times, then succeeds."""
-
-    def __init__(self, ip: str, failures: int = 0):
-        super().__init__({"db": "running"})
-        networks = {"u_net": {"IPAddress": ip}} if ip else {}
-        self.containers_result[0]["NetworkSettings"] = {"Networks": networks}
-        self.failures = failures
-        self.exec_calls = 0
-
-    def exec_create(self, name, cmd, **kwargs):
-        self.exec_calls += 1
-        return {"Id": str(self.exec_calls)}
-
-    def exec_start(self, exec_id):
-        return b"accepting connections" if self.exec_calls > self.failures else b"no response"
-
-    def exec_inspect(self, exec_id):
-        return {"ExitCode": 0 if self.exec_calls > self.failures else 2}
-
-
-COMMAND_CHECK = sidecar.ReadinessCheck(port=5432, command=("pg_isready",))
-
-
-async def test_database_ready_command_runs_once_its_port_opens():
-    port = await refusing_port()
-    client = _StartingDatabase("127.0.0.1")
-    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
-    check = sidecar.ReadinessCheck(port=port, command=("pg_isready",))
-    waiting = asyncio.ensure_future(sidecar.wait_until_ready(gateway, "db", check, 10, exec_every=0.1))
-    await asyncio.sleep(1.0)  # initialising: the port refuses, so no exec however long it takes
-    assert client.exec_calls == 0
-    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
-    try:
-        await asyncio.wait_for(waiting, 5)
-    finally:
-        listener.close()
-    assert client.exec_calls == 1
-    assert client.inspect_calls == 0
-
-
-async def test_database_out_of_reach_is_checked_by_its_ready_command_alone():
-    client = _StartingDatabase("", failures=2)  # no address this process could try
-    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
-    await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", COMMAND_CHECK, 10, exec_every=0.1), 5)
-    assert client.exec_calls == 3
-
-
-def test_postgres_readiness_asks_as_the_notebook_user_and_falls_back_to_pg_isready():
-    assert sidecar.postgres_readiness(CREDS) == sidecar.ReadinessCheck(
-        port=5432,
-        command=("pg_isready", "--quiet", "--host=127.0.0.1", "--port=5432"),
-        postgres_login=("jupyter", "jupyter"),
-    )
-
-
-def test_postgres_startup_message():
-    assert sidecar.postgres_startup_message("ada", "notes") == (
-        b"\x00\x00\x00\x21\x00\x03\x00\x00user\x00ada\x00database\x00notes\x00\x00"
-    )
-
-
-def _error(code: str, message: str) -> bytes:
-    return f"SFATAL\0VFATAL\0C{code}\0M{message}\0\0".encode()
-
-
-def test_postgres_answers_by_pg_isreadys_rule():
-    assert sidecar.postgres_answer(b"R", b"\x00\x00\x00\x0aSCRAM-SHA-256\x00\x00") == (True, "accepting connections")
-    starting = _error("57P03", "the database system is starting up")
-    assert sidecar.postgres_answer(b"E", starting) == (False, "the database system is starting up")
-    # up, though this login would not get in: pg_isready says "accepting connections" too
-    assert sidecar.postgres_answer(b"E", _error("53300", "sorry, too many clients already"))[0]
-    assert sidecar.postgres_answer(b"E", _error("28000", 'no pg_hba.conf entry for host "10.0.0.1"'))[0]
-
-
-class _FakePostgres:
-    """A loopback server answering startup messages: "starting up" ``starting`` times, then an auth request."""
-
-    def __init__(self, starting: int):
-        self.starting = starting
-        self.startup_messages: list[bytes] = []
-
-    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        length = int.from_bytes(await reader.readexactly(4), "big")
-        self.startup_messages.append(await reader.readexactly(length - 4))
-        if len(self.startup_messages) <= self.starting:
-            body = _error("57P03", "the database system is starting up")
-            writer.write(b"E" + (len(body) + 4).to_bytes(4, "big") + body)
-        else:
-            writer.write(b"R\x00\x00\x00\x17\x00\x00\x00\x0aSCRAM-SHA-256\x00\x00")
-        await writer.drain()
-        writer.close()
-
-    async def serve(self) -> tuple[asyncio.Server, int]:
-        server = await asyncio.start_server(self.answer, "127.0.0.1", 0)
-        return server, server.sockets[0].getsockname()[1]
-
-
-async def test_postgres_is_asked_by_the_hub_without_any_exec():
-    fake = _FakePostgres(starting=3)
-    server, port = await fake.serve()
-    client = _StartingDatabase("127.0.0.1")
-    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
-    check = sidecar.ReadinessCheck(port=port, command=("pg_isready",), postgres_login=("ada", "notes"))
-    try:
-        await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", check, 10), 5)
-    finally:
-        server.close()
-    assert len(fake.startup_messages) == 4  # three "starting up", then ready
-    assert b"user\x00ada\x00database\x00notes\x00" in fake.startup_messages[-1]
-    assert client.exec_calls == 0
-    assert client.inspect_calls == 0
-
-
-async def test_postgres_that_stays_starting_up_fails_with_what_it_said():
-    server, port = await _FakePostgres(starting=10**6).serve()
-    client = _StartingDatabase("127.0.0.1")
-    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
-    check = sidecar.ReadinessCheck(port=port, command=("pg_isready",), postgres_login=("ada", "notes"))
-    try:
-        with pytest.raises(sidecar.DatabaseNotReady, match="not ready after 1 s") as failure:
-            await asyncio.wait_for(sidecar.wait_until_ready(gateway, "db", check, 1), 5)
-    finally:
-        server.close()
-    assert "last check: the database system is starting up" in str(failure.value)
-    assert client.exec_calls == 0
+    assert await tcp.probe_tcp("127.0.0.1", port) == tcp.TCP_REFUSED
+    assert not await tcp.accepts_tcp("127.0.0.1", port)
 
 
 class _Checks:

@@ -1,0 +1,82 @@
+"""The local Docker engine as a :class:`~.backend.Backend`: each workload a container, the private network a
+bridge, volumes local named volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from . import network
+from .container_spec import container_from_workload
+from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours, is_ours
+from .plan import NetworkPlan, VolumePlan, Workload
+from .startup import current_state
+
+
+class WorkloadStopped(DockerGatewayError):
+    """A workload stopped while the spawn waited for it."""
+
+
+class LocalEngine:
+    def __init__(
+        self,
+        gateway: DockerGateway,
+        hub_container: str = "",
+        address_pool: network.AddressPool | None = None,
+        stop_timeout: int = 10,
+    ):
+        self.gateway = gateway
+        self.hub_container = hub_container
+        self.address_pool = address_pool
+        self.stop_timeout = stop_timeout
+
+    async def ensure_network(self, plan: NetworkPlan) -> bool:
+        return await network.ensure_user_network(self.gateway, plan, self.hub_container, self.address_pool)
+
+    async def remove_network(self, name: str) -> None:
+        found = await self.gateway.inspect_network(name)
+        if found is not None and is_ours(found):
+            await network.remove_user_network(self.gateway, name, self.hub_container)
+
+    async def ensure_volume(self, plan: VolumePlan) -> tuple[Mapping[str, str], bool]:
+        info, created = await self.gateway.ensure_volume(plan.name, plan.labels)
+        return info.get("Labels") or {}, created
+
+    async def start_workload(self, workload: Workload) -> str:
+        existing = await self.gateway.inspect_container(workload.name)
+        if existing is not None:
+            ensure_ours(existing)
+            if existing["State"]["Running"]:
+                # Left running by a hub that died, or by a notebook that died without a stop: a database killed
+                # here would have to recover from its log, so it gets its clean shutdown first.
+                await self.gateway.stop_container(existing["Id"], self.stop_timeout)
+            await self.gateway.remove_container(existing["Id"])
+        container_id = await self.gateway.create_container(container_from_workload(workload))
+        await self.gateway.start_container(container_id)
+        return container_id
+
+    async def stop_workload(self, name: str, timeout: int) -> None:
+        if await self.is_ours(name):
+            await self.gateway.stop_container(name, timeout)
+
+    async def remove_workload(self, name: str) -> None:
+        if await self.is_ours(name):
+            await self.gateway.remove_container(name)
+
+    async def is_ours(self, name: str) -> bool:
+        info = await self.gateway.inspect_container(name)
+        return info is not None and is_ours(info)
+
+    async def address(self, name: str, network_name: str, since: float) -> str:
+        running, info = await current_state(self.gateway, name, since)
+        if not running:
+            state = (info or {}).get("State") or {}
+            reason = "killed by its memory limit" if state.get("OOMKilled") else f"exit code {state.get('ExitCode')}"
+            raise WorkloadStopped(f"container {name} stopped ({reason})")
+        networks = info["NetworkSettings"].get("Networks") or {}
+        return (networks.get(network_name) or {}).get("IPAddress", "")
+
+    async def run_inside(self, name: str, command: list[str]) -> tuple[int, str]:
+        return await self.gateway.exec_run(name, command)
+
+    async def logs_tail(self, name: str, lines: int = 20) -> str:
+        return await self.gateway.logs_tail(name, lines)
