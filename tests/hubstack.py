@@ -20,6 +20,9 @@ import requests
 
 SINGLEUSER_IMAGE = os.environ.get("MUS_SINGLEUSER_IMAGE", "multiuser-spawner/singleuser:latest")
 POSTGRES_IMAGE = os.environ.get("MUS_POSTGRES_IMAGE", "multiuser-spawner/postgres:15")
+REDIS_IMAGE = os.environ.get("MUS_REDIS_IMAGE", "multiuser-spawner/redis:7")
+RABBITMQ_IMAGE = os.environ.get("MUS_RABBITMQ_IMAGE", "multiuser-spawner/rabbitmq:3")
+MARIADB_IMAGE = os.environ.get("MUS_MARIADB_IMAGE", "multiuser-spawner/mariadb:10")
 JUPYTERHUB = str(Path(sys.executable).with_name("jupyterhub"))
 
 
@@ -91,7 +94,7 @@ class HubStack:
             c.JupyterHub.load_roles = [{{"name": "tester", "scopes": ["admin:users", "admin:servers",
                 "admin:groups", "access:servers", "read:users", "list:users"], "services": ["tester"]}}]
             c.JupyterHub.spawner_class = "multiuser"
-            c.Spawner.start_timeout = 90
+            c.Spawner.start_timeout = 180
             c.Spawner.http_timeout = 60
             c.MultiUserSpawner.image = {SINGLEUSER_IMAGE!r}
             c.MultiUserSpawner.database_image = {POSTGRES_IMAGE!r}
