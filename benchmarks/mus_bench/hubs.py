@@ -19,7 +19,16 @@ from hubstack import POSTGRES_IMAGE, SINGLEUSER_IMAGE, HubStack
 from .containers import container_timeline, prefixed_containers, remove_objects, service_timeline
 from .machine import CpuMeter, wait_for_quiet
 from .results import Burst
-from .scenarios import CPU_LIMIT, HOME, HUB_LIST_INTERVAL, ROUNDS, ServerKind, run_at_once, user_names
+from .scenarios import (
+    CPU_LIMIT,
+    HOME,
+    HUB_LIST_INTERVAL,
+    ROUNDS,
+    ServerKind,
+    burst_timeout,
+    run_at_once,
+    user_names,
+)
 from .services import SIDECARS, services_config
 
 # Both spawners are used as they are; the subclass only logs how long start() and stop() took, for the analysis.
@@ -60,7 +69,7 @@ c.Spawner.http_timeout = {timeout}
 
 
 def hub_config(kind: str, prefix: str, n: int, server: ServerKind, multiuser_extra: str = "") -> str:
-    common = COMMON_HUB_CONFIG.format(limit=max(100, 2 * n), timeout=int(120 + 10 * n))
+    common = COMMON_HUB_CONFIG.format(limit=max(100, 2 * n), timeout=burst_timeout(kind, n))
     if kind == "docker":
         section = "DockerSpawner"
         spawner = f"""

@@ -15,7 +15,7 @@ from .floors import database_floor_burst, floor_burst
 from .hubs import hub_burst
 from .machine import disturbed, wait_for_quiet
 from .results import Burst, fmt
-from .scenarios import FLOOR_KINDS, RETURNING_SUFFIX, ROUNDS, SETTLE_SECONDS, SHORT_NAMES, ServerKind
+from .scenarios import FLOOR_KINDS, RETURNING_SUFFIX, ROUNDS, SETTLE_SECONDS, SHORT_NAMES, ServerKind, burst_timeout
 
 log = logging.getLogger("bench")
 
@@ -24,7 +24,7 @@ def measure(
     client: docker.DockerClient, prefix: str, scenario: str, n: int, server: ServerKind | None, workdir: Path, args: Any
 ) -> list[Burst]:
     """One attempt at a scenario: its rounds (new users, then the same users returning)."""
-    timeout = 120 + 10 * n
+    timeout = burst_timeout(scenario, n)
     if scenario == "db-floor":
         return database_floor_burst(client.api, prefix, n, timeout)
     assert server is not None

@@ -67,6 +67,13 @@ SERVER_KINDS = {
 }
 
 
+def burst_timeout(scenario: str, n: int) -> int:
+    """Seconds a burst of ``n`` may take before it counts as failed; also the hubs' start and stop timeouts. The
+    services scenarios get 60 s more: MultiUserSpawner wants its start timeout at least 30 s longer than its
+    slowest service's readiness timeout (RabbitMQ's, 150 s)."""
+    return 120 + 10 * n + (60 if scenario in SERVICES_SCENARIOS else 0)
+
+
 def user_names(n: int) -> list[str]:
     width = max(2, len(str(n)))
     return [f"u{i:0{width}d}" for i in range(1, n + 1)]
