@@ -1,113 +1,120 @@
 #!/usr/bin/env bash
-# Builds the two images the tests and the demo use, offline: a minimal Debian rootfs from debootstrap, packages from
-# Debian and PyPI, then `docker import`. No container registry is needed.
+# Builds the images the tests, the demo and the service presets use, offline: a minimal Debian rootfs from
+# debootstrap, packages from Debian and PyPI, then `docker import`. No container registry is needed.
 #
-#   images/build.sh            build whichever image is missing or out of date
-#   images/build.sh --force    rebuild both
+#   images/build.sh                    build whichever image is missing or out of date
+#   images/build.sh redis rabbitmq     only these (the names of the directories beside this script)
+#   images/build.sh --force [NAME...]  rebuild even when up to date
+#   images/build.sh --list             each image, its tag and whether it is up to date
 #
-# An image is skipped when its tag exists and carries the label of this recipe's current hash, so an edit to this
-# script or to an image's files rebuilds that image and nothing else.
+# Every directory here with a recipe.sh is an image. A recipe sets `tag`, `packages` (Debian packages for
+# debootstrap), `changes` (`docker import --change` lines) and optionally `inputs` (anything else the result depends
+# on, such as a pinned version) and a function `customize ROOT`, which runs with `dir` set to the recipe's directory.
+#
+# An image is skipped when its tag exists and carries the label of its recipe's current hash: lib.sh, every file in
+# the image's directory and its `inputs`. An edit to one image's directory rebuilds that image and nothing else; an
+# edit to lib.sh rebuilds all of them; this script only schedules and is not part of any hash, so whatever changes
+# what an image contains belongs in lib.sh or in the image's directory. Images are built MUS_IMAGE_JOBS at a time
+# (default: the number of CPUs); most of a build waits on the network, dpkg and Docker, one core each.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-SINGLEUSER_TAG=${MUS_SINGLEUSER_IMAGE:-multiuser-spawner/singleuser:latest}
-POSTGRES_TAG=${MUS_POSTGRES_IMAGE:-multiuser-spawner/postgres:15}
-SUITE=bookworm
-MIRROR=${MUS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-JUPYTERHUB_VERSION=${MUS_JUPYTERHUB_VERSION:-6.1.1}
-CACHE=${MUS_IMAGE_CACHE:-/var/cache/multiuser-spawner}
-LABEL=org.multiuser-spawner.recipe
-force=0
-[ "${1:-}" = "--force" ] && force=1
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
-log() { printf '[images] %s\n' "$*" >&2; }
+force=0 list=0 names=()
+for arg in "$@"; do
+    case $arg in
+        --force) force=1 ;;
+        --list) list=1 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+        -*) log "unknown option $arg"; exit 2 ;;
+        *) names+=("$arg") ;;
+    esac
+done
 
-recipe_hash() {  # the recipe of one image: this script plus that image's own files
-    { cat "$here/build.sh"; [ -d "$here/$1" ] && find "$here/$1" -type f -print0 | sort -z | xargs -0 cat; echo "$1"; } |
-        sha256sum | cut -c1-16
+all=()
+for recipe in "$here"/*/recipe.sh; do
+    all+=("$(basename "$(dirname "$recipe")")")
+done
+if [ "${#names[@]}" = 0 ]; then
+    names=("${all[@]}")
+fi
+for name in "${names[@]}"; do
+    [ -f "$here/$name/recipe.sh" ] || { log "no image called $name; there are: ${all[*]}"; exit 2; }
+done
+
+load_recipe() {  # name  — in the calling (sub)shell: the recipe's settings, `dir` and `hash`
+    dir=$here/$1
+    tag='' packages=() changes=() inputs=''
+    customize() { :; }
+    # shellcheck source=/dev/null
+    . "$dir/recipe.sh"
+    [ -n "$tag" ] || { log "$1/recipe.sh sets no tag"; exit 1; }
+    hash=$(
+        {
+            cat "$here/lib.sh"
+            (cd "$dir" && find . -type f -print0 | LC_ALL=C sort -z | while IFS= read -r -d '' f; do
+                printf '\n%s\n' "$f"; cat "$f"
+            done)
+            printf '\n%s\n%s\n' "$1" "$inputs"
+        } | sha256sum | cut -c1-16
+    )
 }
 
 up_to_date() {  # tag hash
-    [ "$force" = 0 ] || return 1
     local have
     have=$(docker image inspect -f "{{ index .Config.Labels \"$LABEL\" }}" "$1" 2>/dev/null) || return 1
     [ "$have" = "$2" ]
 }
 
-base_rootfs() {  # dest packages...  — a debootstrap tree, cached as a tarball per package set
-    local dest=$1; shift
-    local key tarball
-    key=$(echo "$SUITE $MIRROR $*" | sha256sum | cut -c1-16)
-    tarball="$CACHE/rootfs-$key.tar"
-    mkdir -p "$CACHE"
-    if [ ! -s "$tarball" ]; then
-        log "debootstrap $SUITE with: $*"
-        local tmp; tmp=$(mktemp -d)
-        debootstrap --variant=minbase --include="$(IFS=,; echo "$*")" "$SUITE" "$tmp" "$MIRROR" >"$CACHE/debootstrap-$key.log" 2>&1 ||
-            { tail -30 "$CACHE/debootstrap-$key.log" >&2; exit 1; }
-        chroot "$tmp" apt-get clean
-        rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/*.bin
-        tar -C "$tmp" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
-        rm -rf "$tmp"
-    fi
-    mkdir -p "$dest"
-    tar -C "$dest" -xf "$tarball"
-}
-
-import_image() {  # rootfs tag hash changes...
-    local rootfs=$1 tag=$2 hash=$3; shift 3
-    local args=(--change "LABEL $LABEL=$hash")
-    for c in "$@"; do args+=(--change "$c"); done
-    tar -C "$rootfs" -c . | docker import "${args[@]}" - "$tag" >/dev/null
-    log "built $tag"
-}
-
-build_singleuser() {
-    local hash; hash=$(recipe_hash singleuser)
-    if up_to_date "$SINGLEUSER_TAG" "$hash"; then log "$SINGLEUSER_TAG is up to date"; return; fi
-    local root; root=$(mktemp -d)
-    base_rootfs "$root" python3 python3-venv postgresql-client-15 ca-certificates procps
-    chroot "$root" useradd --create-home --uid 1000 --user-group --shell /bin/bash jovyan
-    # pip inside the chroot reaches PyPI only with this machine's CA bundle and name resolution; both are
-    # lent for the install and taken away again so the image keeps its own.
-    cp /etc/ssl/certs/ca-certificates.crt "$root/tmp/host-ca.crt"
-    cp "$root/etc/hosts" "$root/tmp/hosts.orig"; cp /etc/hosts "$root/etc/hosts"
-    cp "$root/etc/resolv.conf" "$root/tmp/resolv.orig" 2>/dev/null || true; cp /etc/resolv.conf "$root/etc/resolv.conf"
-    chroot "$root" python3 -m venv /opt/venv
-    chroot "$root" env -i PATH=/opt/venv/bin:/usr/bin:/bin PIP_CERT=/tmp/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        /opt/venv/bin/pip install --no-cache-dir -q "jupyterhub==$JUPYTERHUB_VERSION" jupyter_server >&2
-    mv "$root/tmp/hosts.orig" "$root/etc/hosts"
-    if [ -e "$root/tmp/resolv.orig" ]; then mv "$root/tmp/resolv.orig" "$root/etc/resolv.conf"; else rm -f "$root/etc/resolv.conf"; fi
-    rm -f "$root/tmp/host-ca.crt"
-    import_image "$root" "$SINGLEUSER_TAG" "$hash" \
-        "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "ENV HOME=/home/jovyan" "ENV SHELL=/bin/bash" "ENV LANG=C.UTF-8" \
-        "USER jovyan" "WORKDIR /home/jovyan" "EXPOSE 8888" 'CMD ["jupyterhub-singleuser"]'
-    rm -rf "$root"
-}
-
-build_postgres() {
-    local hash; hash=$(recipe_hash postgres)
-    if up_to_date "$POSTGRES_TAG" "$hash"; then log "$POSTGRES_TAG is up to date"; return; fi
-    local root; root=$(mktemp -d)
-    base_rootfs "$root" postgresql-15
-    install -m 0755 "$here/postgres/entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
-    mkdir -p "$root/var/lib/postgresql/data"
-    chroot "$root" chown -R postgres:postgres /var/lib/postgresql
-    import_image "$root" "$POSTGRES_TAG" "$hash" \
-        "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "ENV PGDATA=/var/lib/postgresql/data" "ENV LANG=C.UTF-8" "VOLUME /var/lib/postgresql/data" \
-        "EXPOSE 5432" 'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]'
-    rm -rf "$root"
+build_one() {  # name  — run in a subshell of its own
+    load_recipe "$1"
+    local started=$SECONDS root
+    log "building $tag"
+    root=$(mktemp -d)
+    trap 'remove_tree "$root"' EXIT
+    base_rootfs "$root" "${packages[@]}"
+    customize "$root"
+    import_image "$root" "$tag" "$hash" "${changes[@]}"
+    log "built $tag in $((SECONDS - started)) s"
 }
 
 command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install -y debootstrap"; exit 1; }
 docker info >/dev/null 2>&1 || { log "no Docker engine answers"; exit 1; }
-build_singleuser &
-su_pid=$!
-build_postgres &
-pg_pid=$!
-status=0
-wait "$su_pid" || status=1
-wait "$pg_pid" || status=1
-exit "$status"
+
+todo=()
+for name in "${names[@]}"; do
+    state=$(
+        load_recipe "$name"
+        if up_to_date "$tag" "$hash"; then echo "up-to-date $tag"
+        elif docker image inspect "$tag" >/dev/null 2>&1; then echo "out-of-date $tag"
+        else echo "missing $tag"; fi
+    )
+    if [ "$list" = 1 ]; then
+        printf '%-12s %-44s %s\n' "$name" "${state#* }" "${state%% *}"
+    elif [ "$force" = 0 ] && [ "${state%% *}" = up-to-date ]; then
+        log "${state#* } is up to date"
+    else
+        todo+=("$name")
+    fi
+done
+[ "$list" = 0 ] || exit 0
+
+jobs=${MUS_IMAGE_JOBS:-$(nproc)}
+[ "$jobs" -ge 1 ] 2>/dev/null || jobs=1
+declare -A running=()
+failed=()
+reap() {  # wait for one build to end
+    local pid status=0
+    wait -n -p pid "${!running[@]}" || status=$?
+    [ "$status" = 0 ] || { failed+=("${running[$pid]}"); log "building ${running[$pid]} failed (exit $status)"; }
+    unset "running[$pid]"
+}
+for name in "${todo[@]}"; do
+    while [ "${#running[@]}" -ge "$jobs" ]; do reap; done
+    build_one "$name" &
+    running[$!]=$name
+done
+while [ "${#running[@]}" -gt 0 ]; do reap; done
+[ "${#failed[@]}" = 0 ] || { log "failed: ${failed[*]}"; exit 1; }
