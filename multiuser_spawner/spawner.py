@@ -84,6 +84,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         self._service_environment: dict[str, str] = {}
         self._new_service_volumes: set[str] = set()
         self._ready_services: set[str] = set()
+        self._failed_services: set[str] = set()
 
     # -- DockerSpawner defaults this product changes ------------------------------------------------------------
 
@@ -330,6 +331,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         self._names = resources = self._names_for(specs)
         self._new_service_volumes = set()
         self._ready_services = set()
+        self._failed_services = set()
         self._service_environment = {}
         created: list[tuple[str, str]] = []  # (kind, name) made by this attempt, undone if it fails
         service_starts: list[asyncio.Future] = []
@@ -514,14 +516,18 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         container = instance.names.container
         began = time.monotonic()
         backend = self.backend
-        await readiness.wait_until_ready(
-            plan.readiness_probe(instance, self.template_namespace()),
-            f"service {instance.spec.key} (container {container})",
-            instance.spec.ready_timeout,
-            address_of=lambda: self._service_address(backend, instance, resources.network, began),
-            run_inside=lambda command: backend.run_inside(container, command),
-            logs_tail=lambda: backend.logs_tail(container),
-        )
+        try:
+            await readiness.wait_until_ready(
+                plan.readiness_probe(instance, self.template_namespace()),
+                f"service {instance.spec.key} (container {container})",
+                instance.spec.ready_timeout,
+                address_of=lambda: self._service_address(backend, instance, resources.network, began),
+                run_inside=lambda command: backend.run_inside(container, command),
+                logs_tail=lambda: backend.logs_tail(container),
+            )
+        except readiness.ServiceNotReady:
+            self._failed_services.add(instance.spec.key)  # waiting for it again in the undo would be no use
+            raise
         self._ready_services.add(instance.spec.key)
 
     async def _service_address(
@@ -642,7 +648,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         first_runs = {
             i.names.container: i
             for i in instances
-            if i.spec.key in self._new_service_volumes and i.spec.key not in self._ready_services
+            if i.spec.key in self._new_service_volumes
+            and not {i.spec.key} & (self._ready_services | self._failed_services)
         }
         for kind, name in reversed(created):
             try:
