@@ -15,11 +15,13 @@ Every service is handled alike: nothing here knows which one is a database.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from dockerspawner import DockerSpawner
+from jupyterhub.utils import recursive_update
 from tornado import web
 from traitlets import default
 
@@ -116,14 +118,25 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         except ValueError as e:
             raise ValueError(f"c.MultiUserSpawner.prefix: {e}") from None
         self._profiles()
-        specs = self.service_specs()
-        for spec in specs:
-            if spec.ready_timeout + START_TIMEOUT_MARGIN > self.start_timeout:
-                raise ValueError(
-                    f"c.MultiUserSpawner.services[{spec.key!r}].ready_timeout ({spec.ready_timeout:g} s) must be at "
-                    f"least {START_TIMEOUT_MARGIN} s shorter than c.Spawner.start_timeout ({self.start_timeout} s), "
-                    "or the hub gives up before the service can say what went wrong"
-                )
+        check_timeouts(self.service_specs(), self.start_timeout)
+        for where, override in self._overrides_with_services():
+            # A tier's services are merged into the base ones only when its user spawns: check each tier now.
+            merged = copy.deepcopy(dict(self.services))
+            recursive_update(merged, copy.deepcopy(override["services"]))
+            try:
+                check_timeouts(services.parse_services(merged), override.get("start_timeout", self.start_timeout))
+            except ValueError as e:
+                raise ValueError(f"c.MultiUserSpawner.{where}: {e}") from None
+
+    def _overrides_with_services(self) -> list[tuple[str, dict[str, Any]]]:
+        """The group overrides and profiles that change ``services``, each with where it is set."""
+        found = []
+        if isinstance(self.group_overrides, dict):
+            for key, group_override in sorted(self.group_overrides.items()):
+                override = (group_override or {}).get("spawner_override") or {}
+                found.append((f"group_overrides[{key!r}]", override))
+        found += [(f"profiles[{p.slug!r}]", dict(p.spawner_override)) for p in self._profiles()]
+        return [(where, o) for where, o in found if isinstance(o.get("services"), dict)]
 
     # -- profiles: the hub's own options form, options_from_form and apply_user_options hooks -------------------
 
@@ -761,6 +774,17 @@ async def gather_all(steps: list[Any]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+def check_timeouts(specs: list[services.ServiceSpec], start_timeout: float) -> None:
+    """Every service must be given up on before the hub gives up on the spawn, so its own error is what is shown."""
+    for spec in specs:
+        if spec.ready_timeout + START_TIMEOUT_MARGIN > start_timeout:
+            raise ValueError(
+                f"c.MultiUserSpawner.services[{spec.key!r}].ready_timeout ({spec.ready_timeout:g} s) must be at "
+                f"least {START_TIMEOUT_MARGIN} s shorter than c.Spawner.start_timeout ({start_timeout:g} s), "
+                "or the hub gives up before the service can say what went wrong"
+            )
 
 
 def fill_template(value: str, fields: dict[str, str]) -> str:

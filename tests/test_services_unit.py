@@ -91,6 +91,35 @@ def test_a_service_slower_than_the_hubs_patience_is_refused():
         MultiUserSpawner(config=config).check_settings()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"services": {"cache": {"preset": "redis", "port": "x"}}},
+            r"group_overrides\['1-tier'\]: services\['cache'\]\.port",
+        ),
+        (
+            {"services": {"queue": {"preset": "rabbitmq"}}, "start_timeout": 60},
+            r"group_overrides\['1-tier'\]:.*ready_timeout",
+        ),
+        ({"services": {"db": {"mem_limit": "lots"}}}, r"group_overrides\['1-tier'\]: services\['db'\]\.mem_limit"),
+    ],
+)
+def test_a_tiers_services_are_checked_at_hub_start(override, message):
+    config = Config()
+    config.MultiUserSpawner.services = {"db": {"preset": "postgres"}}
+    config.MultiUserSpawner.group_overrides = {"1-tier": {"groups": ["g"], "spawner_override": override}}
+    with pytest.raises(ValueError, match=message):
+        MultiUserSpawner(config=config).check_settings()
+
+
+def test_a_profiles_services_are_checked_at_hub_start():
+    config = Config()
+    config.MultiUserSpawner.profiles = [{"slug": "big", "spawner_override": {"services": {"s": {"port": 1}}}}]
+    with pytest.raises(ValueError, match=r"profiles\['big'\]: services\['s'\]\.image is required"):
+        MultiUserSpawner(config=config).check_settings()
+
+
 def test_service_workload_is_private_limited_and_templated():
     cache = instance("cache", {"preset": "redis", "image": "r:7"}, password="s3cret")
     workload = plan.service_workload(
