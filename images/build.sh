@@ -70,14 +70,19 @@ up_to_date() {  # tag hash
 
 build_one() {  # name  — run in a subshell of its own
     load_recipe "$1"
-    local started=$SECONDS root
+    local started=$SECONDS root old
     log "building $tag"
+    old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
     root=$(mktemp -d)
     trap 'remove_tree "$root"' EXIT
     base_rootfs "$root" "${packages[@]}"
     customize "$root"
     import_image "$root" "$tag" "$hash" "${changes[@]}"
     log "built $tag in $((SECONDS - started)) s"
+    # the image it replaces, unless a container still uses it
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+        docker image rm "$old" >/dev/null 2>&1 || true
+    fi
 }
 
 command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install -y debootstrap"; exit 1; }
@@ -118,3 +123,19 @@ for name in "${todo[@]}"; do
 done
 while [ "${#running[@]}" -gt 0 ]; do reap; done
 [ "${#failed[@]}" = 0 ] || { log "failed: ${failed[*]}"; exit 1; }
+
+# After a run over every image, the cached trees no recipe asks for any more (an old package set) go.
+if [ "${#names[@]}" = "${#all[@]}" ] && [ -d "$CACHE" ]; then
+    declare -A wanted=()
+    for name in "${all[@]}"; do
+        wanted[$(load_recipe "$name" && rootfs_key "${packages[@]}")]=1
+    done
+    for tarball in "$CACHE"/rootfs-*.tar; do
+        [ -e "$tarball" ] || continue
+        key=${tarball##*/rootfs-}; key=${key%.tar}
+        if [ -z "${wanted[$key]:-}" ]; then
+            log "removing the cached tree of a package set no recipe uses: ${tarball##*/}"
+            rm -f "$tarball" "$tarball.lock" "$CACHE/debootstrap-$key.log"
+        fi
+    done
+fi

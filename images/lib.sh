@@ -9,10 +9,14 @@ LABEL=org.multiuser-spawner.recipe
 
 log() { printf '[images] %s\n' "$*" >&2; }
 
+rootfs_key() {  # packages...  — names the cached tarball of that package set
+    echo "$SUITE $MIRROR $*" | sha256sum | cut -c1-16
+}
+
 base_rootfs() {  # dest packages...  — a debootstrap tree, cached as a tarball per package set
     local dest=$1; shift
     local key tarball
-    key=$(echo "$SUITE $MIRROR $*" | sha256sum | cut -c1-16)
+    key=$(rootfs_key "$@")
     tarball="$CACHE/rootfs-$key.tar"
     mkdir -p "$CACHE"
     (
