@@ -25,14 +25,12 @@ class Backend(Protocol):
     async def start_workload(self, workload: Workload) -> str:
         """Run ``workload``, replacing one of ours left under its name (stopped cleanly first); return its id."""
 
-    async def stop_workload(self, name: str, timeout: int) -> None:
-        """Stop it (if it exists and is ours), giving it ``timeout`` seconds after the stop signal."""
+    async def stop_workload(self, name: str, timeout: int, remove: bool = False) -> None:
+        """Stop it (if it exists and is ours), giving it ``timeout`` seconds after the stop signal; then remove it
+        if ``remove``. Its volumes stay."""
 
     async def remove_workload(self, name: str) -> None:
-        """Remove it if it exists and is ours; its volumes stay."""
-
-    async def is_ours(self, name: str) -> bool:
-        """Whether a workload of that name exists and carries our label."""
+        """Remove it at once (no clean stop) if it exists and is ours; its volumes stay."""
 
     async def address(self, name: str, network: str, since: float) -> str:
         """Its address on ``network`` while it runs ("" before it has one); raise if it stopped after ``since``."""

@@ -54,17 +54,22 @@ class LocalEngine:
         await self.gateway.start_container(container_id)
         return container_id
 
-    async def stop_workload(self, name: str, timeout: int) -> None:
-        if await self.is_ours(name):
-            await self.gateway.stop_container(name, timeout)
+    async def stop_workload(self, name: str, timeout: int, remove: bool = False) -> None:
+        info = await self._ours(name)
+        if info is not None:
+            await self.gateway.stop_container(info["Id"], timeout)
+            if remove:
+                await self.gateway.remove_container(info["Id"])
 
     async def remove_workload(self, name: str) -> None:
-        if await self.is_ours(name):
-            await self.gateway.remove_container(name)
+        info = await self._ours(name)
+        if info is not None:
+            await self.gateway.remove_container(info["Id"])
 
-    async def is_ours(self, name: str) -> bool:
+    async def _ours(self, name: str) -> dict | None:
+        """The container of that name if it carries our label: a stranger under our name is never touched."""
         info = await self.gateway.inspect_container(name)
-        return info is not None and is_ours(info)
+        return info if info is not None and is_ours(info) else None
 
     async def address(self, name: str, network_name: str, since: float) -> str:
         running, info = await current_state(self.gateway, name, since)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .tcp import TCP_OPEN, TCP_REFUSED, TCP_UNREACHABLE, connect_intervals, open_tcp
+from .tcp import TCP_OPEN, TCP_UNREACHABLE, connect_intervals, open_tcp
 
 READY = "ready"
 NOT_READY = "not ready"  # it listens, but says it cannot serve yet (or says nothing)
@@ -167,7 +167,7 @@ async def ask(probe: Probe, ip: str) -> tuple[str, str]:
         return reach, f"{ip}:{probe.port} {reach}"
     reader, writer = streams
     try:
-        if probe.kind in (KIND_TCP,):
+        if probe.kind == KIND_TCP:
             return READY, "port open"
         if probe.kind == KIND_COMMAND:
             return TCP_OPEN, "port open"
@@ -228,14 +228,3 @@ async def wait_until_ready(
         if time.monotonic() >= deadline:
             raise ServiceNotReady(what, f"not ready after {timeout:g} s (last check: {said})", await logs_tail())
         await asyncio.sleep(next(pauses))
-
-
-__all__ = [
-    "TCP_OPEN",
-    "TCP_REFUSED",
-    "TCP_UNREACHABLE",
-    "Probe",
-    "ServiceNotReady",
-    "ask",
-    "wait_until_ready",
-]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
 from dockerspawner import DockerSpawner
@@ -26,7 +26,7 @@ from tornado import web
 from traitlets import default
 
 from . import cleanup, container_spec, home, names, network, plan, profiles, readiness, services, startup
-from .docker_gateway import DockerGateway, DockerGatewayError
+from .docker_gateway import DockerGateway, DockerGatewayError, is_ours
 from .local import LocalEngine
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
@@ -85,8 +85,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         super().__init__(*args, **kwargs)
         self._service_environment: dict[str, str] = {}
         self._new_service_volumes: set[str] = set()
-        self._ready_services: set[str] = set()
-        self._failed_services: set[str] = set()
+        # services whose readiness wait has ended, ready or not: an undo need not wait for them again
+        self._settled_services: set[str] = set()
 
     # -- DockerSpawner defaults this product changes ------------------------------------------------------------
 
@@ -343,8 +343,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         specs = self.service_specs()
         self._names = resources = self._names_for(specs)
         self._new_service_volumes = set()
-        self._ready_services = set()
-        self._failed_services = set()
+        self._settled_services = set()
         self._service_environment = {}
         created: list[tuple[str, str]] = []  # (kind, name) made by this attempt, undone if it fails
         service_starts: list[asyncio.Future] = []
@@ -482,11 +481,12 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             self._new_service_volumes.add(spec.key)
         return plan.ServiceInstance(spec, service_names, password)
 
-    def _service_security(self, spec: services.ServiceSpec) -> plan.Security:
+    def _security(self, cap_drop: Iterable[str], cap_add: Iterable[str]) -> plan.Security:
+        """The hardening every workload of the server shares; only the capabilities differ."""
         return plan.Security(
             no_new_privileges=self.no_new_privileges,
-            cap_drop=("ALL",),
-            cap_add=spec.cap_add,
+            cap_drop=tuple(cap_drop),
+            cap_add=tuple(cap_add),
             pids_limit=self.pids_limit or None,
             init=self.use_init,
         )
@@ -513,7 +513,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             username=self.user.name,
             servername=self.name or "",
             hub_fields=self.template_namespace(),
-            security=self._service_security(spec),
+            security=self._security(cap_drop=["ALL"], cap_add=spec.cap_add),
         )
         created.append(("service", instance.names.container))
         await self.backend.start_workload(workload)
@@ -539,9 +539,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 logs_tail=lambda: backend.logs_tail(container),
             )
         except readiness.ServiceNotReady:
-            self._failed_services.add(instance.spec.key)  # waiting for it again in the undo would be no use
+            self._settled_services.add(instance.spec.key)  # given up on: waiting again in the undo is no use
             raise
-        self._ready_services.add(instance.spec.key)
+        # A cancelled wait is not settled: the undo still lets a first initialisation finish.
+        self._settled_services.add(instance.spec.key)
 
     async def _service_address(
         self, backend: LocalEngine, instance: plan.ServiceInstance, network_name: str, since: float
@@ -563,7 +564,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         workload = await self._notebook_workload(resources, image_info, extra_create)
         if not self.remove:
             existing = await self.gateway.inspect_container(resources.container)
-            if existing is not None and await self.backend.is_ours(resources.container):
+            if existing is not None and is_ours(existing):
                 # DockerSpawner's remove=False: the kept container starts again, with the token it was made with
                 self.object_id = existing["Id"]
                 self._reuse_api_token(existing)
@@ -614,13 +615,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 mem_limit=self.mem_limit,
                 mem_guarantee=self.mem_guarantee,
             ),
-            security=plan.Security(
-                no_new_privileges=self.no_new_privileges,
-                cap_drop=tuple(self.cap_drop),
-                cap_add=tuple(self.cap_add),
-                pids_limit=self.pids_limit or None,
-                init=self.use_init,
-            ),
+            security=self._security(cap_drop=self.cap_drop, cap_add=self.cap_add),
             engine_extras={
                 container_spec.EXTRA_CREATE: extra_create,
                 container_spec.EXTRA_HOST_CONFIG: await self._admin_extra(self.extra_host_config),
@@ -661,16 +656,14 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         first_runs = {
             i.names.container: i
             for i in instances
-            if i.spec.key in self._new_service_volumes
-            and not {i.spec.key} & (self._ready_services | self._failed_services)
+            if i.spec.key in self._new_service_volumes and i.spec.key not in self._settled_services
         }
         for kind, name in reversed(created):
             try:
                 if kind == "service":
                     if name in first_runs:
                         await self._let_service_initialise(first_runs[name])
-                    await backend.stop_workload(name, self.stop_timeout)
-                    await backend.remove_workload(name)
+                    await backend.stop_workload(name, self.stop_timeout, remove=True)
                 elif kind == "container":
                     await backend.remove_workload(name)  # only ours: a stranger under our name stays
                 elif kind == "network":
@@ -746,9 +739,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         containers = [s.container for s in resources.services.values()]
         if notebook:
             containers.append(resources.container)
-        await gather_all([backend.stop_workload(c, timeout) for c in containers])
-        if self.remove or not notebook:
-            await gather_all([backend.remove_workload(c) for c in containers])
+        await gather_all([backend.stop_workload(c, timeout, remove=self.remove or not notebook) for c in containers])
         if self.remove:
             await backend.remove_network(resources.network)
 
