@@ -8,6 +8,8 @@ import struct
 import time
 from collections.abc import Callable
 
+from multiuser_spawner.readiness import redis_answer
+
 from .scenarios import HTTP_CHECK_INTERVAL
 
 AMQP_0_9_1_HEADER = b"AMQP\x00\x00\x09\x01"
@@ -57,9 +59,7 @@ def _receive(sock: socket.socket, enough: Callable[[bytes], bool]) -> bytes:
 
 
 def redis_ready(ip: str, port: int = 6379) -> bool:
-    """``PING`` answered, as the spawner checks it: ``+PONG``, or an error asking for the password, means the server
-    serves; ``-LOADING`` (reading a returning user's data back from disk), ``-BUSY`` and ``-MASTERDOWN`` mean not
-    yet."""
+    """``PING`` answered, by the spawner's own rule (:func:`multiuser_spawner.readiness.redis_answer`)."""
     try:
         with socket.create_connection((ip, port), timeout=1) as sock:
             sock.settimeout(2)
@@ -67,8 +67,7 @@ def redis_ready(ip: str, port: int = 6379) -> bool:
             answer = _receive(sock, lambda data: b"\r\n" in data)
     except OSError:
         return False
-    line = answer.split(b"\r\n", 1)[0]
-    return bool(line) and not line.startswith((b"-LOADING", b"-BUSY", b"-MASTERDOWN"))
+    return redis_answer(answer.split(b"\r\n", 1)[0])[0]
 
 
 def amqp_ready(ip: str, port: int = 5672) -> bool:
