@@ -98,11 +98,12 @@ def test_missing_network_names_it(hub, docker_client):
 def test_out_of_memory_server_is_reported_stopped(hub, docker_client):
     hub.start_server("tiny")
     container = notebook(docker_client, hub, "tiny")
-    # make the server itself the OOM killer's first choice (raising one's own score needs no privilege), then
+    # make the server itself the OOM killer's first choice (raising one's own score needs no privilege; the
+    # pattern does not match this shell's own command line, whose children would inherit the score), then
     # push the container past its 200M limit
     code, out = exec_in(
         container,
-        "for p in /proc/[0-9]*; do grep -q jupyterhub-singleuser $p/cmdline 2>/dev/null"
+        'for p in /proc/[0-9]*; do grep -q "jupyterhub-single[u]ser" $p/cmdline 2>/dev/null'
         " && echo 1000 > $p/oom_score_adj; done; python3 -c 'x = bytearray(150 * 2**20); y = bytearray(150 * 2**20)'",
     )
     wait_until(lambda: hub.user("tiny")["servers"] == {}, what="the hub to see the server stop")

@@ -28,7 +28,7 @@ c.MultiUserSpawner.services = {{
     "queue": {{"preset": "rabbitmq", "image": {RABBITMQ_IMAGE!r}}},
 }}
 c.MultiUserSpawner.group_overrides = {{
-    "1-small": {{"groups": ["small"], "spawner_override": {{"mem_limit": "256M"}}}},
+    "1-small": {{"groups": ["small"], "spawner_override": {{"mem_limit": "200M"}}}},
 }}
 """
 USERS = {"ada": [], "bob": [], "oom": ["small"]}
@@ -124,10 +124,22 @@ def test_each_service_is_held_to_its_limit(hub, docker_client):
         assert docker_client.containers.get(f"{hub.prefix}-ada_{key}").attrs["HostConfig"]["Memory"] > 0
 
 
-def test_a_notebook_that_dies_leaves_no_service_or_network_running(hub, docker_client):
+def test_a_notebook_killed_by_its_memory_limit_leaves_no_service_or_network_running(hub, docker_client):
     hub.start_server("oom")
-    # killed as the kernel kills a process over its memory limit: the hub never calls stop() for it
-    notebook(docker_client, hub, "oom").kill("SIGKILL")
+    # make the server itself the OOM killer's first choice (raising one's own score needs no privilege; the
+    # pattern does not match this shell's own command line, whose children would inherit the score), then push
+    # the container past its 200M limit; the hub never calls stop() for a server that died
+    exec_in(
+        notebook(docker_client, hub, "oom"),
+        'for p in /proc/[0-9]*; do grep -q "jupyterhub-single[u]ser" $p/cmdline 2>/dev/null'
+        " && echo 1000 > $p/oom_score_adj; done; python3 -c 'x = bytearray(150 * 2**20); y = bytearray(150 * 2**20)'",
+    )
+    # the hub's poll tells it was the memory limit, not a crash
+    killed = f"Container {hub.prefix}-oom was killed by its memory limit"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and killed not in hub.log_path.read_text():
+        time.sleep(0.5)
+    assert killed in hub.log_path.read_text()
     # the hub notices the dead notebook at its next poll, and the services and network go with it
     deadline = time.monotonic() + 60
     left = ["?"]
