@@ -2,7 +2,8 @@
 
 - ``ls``: the project's containers, networks and volumes per user and server, with volume sizes;
 - ``gc``: remove what no running server needs (a dry run unless ``--yes``);
-- ``doctor``: check that the Docker host can run the spawner.
+- ``doctor``: check that the Docker host can run the spawner;
+- ``prepare``: make a class's volumes before its first spawn.
 
 Argument parsing and output live here; the decisions live in :mod:`.inventory`, :mod:`.hub_api` and
 :mod:`.doctor`, the Docker calls in :mod:`.docker_gateway`.
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 
 from traitlets.config import Config, PyFileConfigLoader
 
-from . import cleanup, doctor, hub_api, inventory, names, services
+from . import cleanup, doctor, hub_api, inventory, names, prepare, services
 from .docker_gateway import DockerGateway, DockerGatewayError
 
 EXIT_OK = 0
@@ -289,6 +290,55 @@ async def run_doctor(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_PROBLEM if any(r.failed for r in results) else EXIT_OK
 
 
+async def run_prepare(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.config:
+        raise CLIError(
+            "prepare needs the hub's config file (-f jupyterhub_config.py): it resolves each user's settings"
+        )
+    if not args.group and not args.users:
+        raise CLIError("name the class: --group NAME (may be repeated) and/or --users A,B,C")
+    config = load_config(args.config)
+    if args.prefix:
+        config.MultiUserSpawner.prefix = args.prefix
+    settings_from_args(args)  # the same checks as the other commands, before anything is made
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not token:
+        raise CLIError(
+            "set JUPYTERHUB_API_TOKEN to a hub API token with the scopes " + ", ".join(prepare.REQUIRED_SCOPES)
+        )
+    client = hub_api.HubClient(args.hub_url, token)
+    try:
+        wanted = await asyncio.to_thread(class_list, client, args.group, args.users)
+        models = {name: await asyncio.to_thread(client.user, name) for name in wanted}
+        members = prepare.members_of(wanted, models)
+    except (hub_api.HubAPIError, ValueError) as e:
+        raise CLIError(f"{e}; nothing was prepared") from e
+    if not members:
+        print("No users to prepare.", file=out)
+        return EXIT_OK
+
+    def on_done(outcome: prepare.Outcome, done: int, total: int) -> None:
+        print(f"{prepare.progress_bar(done, total)} {outcome.user}: {outcome.status}", file=out, flush=True)
+
+    summary = await prepare.prepare_members(
+        members, lambda member: prepare.prepare_member(config, member), args.parallel, on_done
+    )
+    print("", file=out)
+    print(
+        format_table(([o.user, o.status, o.detail] for o in summary.outcomes), ("USER", "RESULT", "DETAIL")), file=out
+    )
+    print(f"\n{summary.line()}", file=out)
+    return EXIT_PROBLEM if summary.failed else EXIT_OK
+
+
+def class_list(client: hub_api.HubClient, groups: Sequence[str] | None, users: str | None) -> list[str]:
+    """The users named by ``--group`` (each group's members) and ``--users a,b,c``."""
+    wanted = [u.strip() for u in (users or "").split(",") if u.strip()]
+    for group in groups or []:
+        wanted += client.group_members(group)
+    return sorted(set(wanted))
+
+
 # -- arguments --------------------------------------------------------------------------------------------------
 
 
@@ -342,6 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dr.add_argument("--hub-container", default=None, help="the hub's container, if any (default: from the config)")
     dr.set_defaults(run=run_doctor)
+    pr = commands.add_parser(
+        "prepare",
+        parents=[common],
+        help="create users' home volumes and initialise their services' volumes before their first spawn",
+    )
+    pr.add_argument("--group", action="append", help="prepare every member of this hub group; may be repeated")
+    pr.add_argument("--users", metavar="A,B,C", help="prepare these hub users (comma-separated)")
+    pr.add_argument(
+        "--hub-url",
+        default=hub_api.default_api_url(),
+        help="the hub's API URL (as for gc); the token comes from $JUPYTERHUB_API_TOKEN",
+    )
+    pr.add_argument("--parallel", type=int, default=4, help="users prepared at once (default: %(default)s)")
+    pr.set_defaults(run=run_prepare)
     return parser
 
 

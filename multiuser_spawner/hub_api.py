@@ -25,6 +25,11 @@ REQUIRED_SCOPES = ("list:users", "read:servers")
 class HubAPIError(RuntimeError):
     """The hub could not be asked, or its answer cannot be trusted; the message says why."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        #: the HTTP status of a refusal, if the hub answered
+        self.status = status
+
 
 @dataclass(frozen=True)
 class HubState:
@@ -98,7 +103,9 @@ class HubClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as e:
-            raise HubAPIError(f"the hub refused GET {url}: HTTP {e.code} {e.reason}{_refusal_hint(e.code)}") from e
+            raise HubAPIError(
+                f"the hub refused GET {url}: HTTP {e.code} {e.reason}{_refusal_hint(e.code)}", status=e.code
+            ) from e
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise HubAPIError(f"cannot reach the hub API at {self.api_url}: {reason}") from e
@@ -128,6 +135,23 @@ class HubClient:
             items, offset = page_items(self.get("/users", params))
             users.extend(items)
         return users
+
+    def group_members(self, group: str) -> list[str]:
+        try:
+            model = self.get(f"/groups/{urllib.parse.quote(group, safe='')}")
+        except HubAPIError as e:
+            if e.status == 404:
+                raise HubAPIError(f"the hub has no group {group!r}") from e
+            raise
+        return list(model.get("users") or [])
+
+    def user(self, name: str) -> dict[str, Any]:
+        try:
+            return self.get(f"/users/{urllib.parse.quote(name, safe='')}")
+        except HubAPIError as e:
+            if e.status == 404:
+                raise HubAPIError(f"the hub has no user {name!r}") from e
+            raise
 
     def state(self, include_users: bool) -> HubState:
         self.check_token()

@@ -18,6 +18,7 @@ import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dockerspawner import DockerSpawner
@@ -67,6 +68,14 @@ class SpawnFailed(RuntimeError):
         self.jupyterhub_message = message
 
 
+@dataclass(frozen=True)
+class PreparedServer:
+    """What :meth:`MultiUserSpawner.prepare` made: whether the home is new, and which services were initialised."""
+
+    home_created: bool
+    services_initialised: tuple[str, ...]
+
+
 class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     """One image, many users: a container, a home volume, limits and private services per user."""
 
@@ -80,6 +89,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     _cancel_requested = False
     _waiting = False
     _names: names.ResourceNames | None = None
+    _home_created = False
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -338,7 +348,15 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         if self._cancel_requested:
             raise SpawnCancelled("the spawn was cancelled")
 
-    async def _start(self, progress: SpawnProgress) -> tuple[str, int]:
+    async def prepare(self) -> PreparedServer:
+        """Make this server's volumes ready ahead of its first start, exactly as its next spawn would: the image, the
+        home (owned by the image's user) and each new service volume, initialised by one run of its service. Then
+        the services and the network go again: nothing keeps running and no notebook starts."""
+        await self._start(SpawnProgress(), notebook=False)
+        return PreparedServer(self._home_created, tuple(sorted(self._new_service_volumes)))
+
+    async def _start(self, progress: SpawnProgress, notebook: bool = True) -> tuple[str, int]:
+        """Spawn the server; with ``notebook=False`` (see :meth:`prepare`), only initialise what it keeps."""
         self.check_settings()
         specs = self.service_specs()
         self._names = resources = self._names_for(specs)
@@ -360,13 +378,22 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             network_ready = asyncio.ensure_future(self._prepare_network(resources, created, progress))
             volumes = [asyncio.ensure_future(self._prepare_service_volume(spec, resources)) for spec in specs]
             service_starts = [
-                asyncio.ensure_future(self._start_service(volume, network_ready, resources, created, progress))
+                asyncio.ensure_future(
+                    self._start_service(volume, network_ready, resources, created, progress, only_new=not notebook)
+                )
                 for volume in volumes
             ]
             await gather_all([self._prepare_home(resources, image_info, image_user, progress), network_ready, *volumes])
             instances = [volume.result() for volume in volumes]
             self._service_environment = plan.notebook_service_environment(instances, self.template_namespace())
             self._checkpoint()
+            if not notebook:
+                # A volume that exists was initialised by an earlier run: only new ones need their service.
+                instances = [i for i in instances if i.spec.key in self._new_service_volumes]
+                await gather_all(service_starts)
+                await gather_all([self._wait_for_service(i, resources, progress) for i in instances])
+                await self._undo(created, instances)  # prepared: what this run started goes again
+                return "", 0
             await self._start_notebook(resources, image_info, extra_create, created, progress)
             await gather_all(service_starts)
             self._checkpoint()
@@ -448,6 +475,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             mount_path=self.home_mount_path,
             fix_ownership=self.fix_home_ownership,
         )
+        self._home_created = created
         verb = "Created" if created else "Found"
         progress.stage("volume", f"{verb} home volume {resources.home_volume}")
 
@@ -498,10 +526,13 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         resources: names.ResourceNames,
         created: list[tuple[str, str]],
         progress: SpawnProgress,
+        only_new: bool = False,
     ) -> None:
         await gather_all([network_ready, volume])
         instance: plan.ServiceInstance = volume.result()
         self._checkpoint()
+        if only_new and instance.spec.key not in self._new_service_volumes:
+            return
         spec = instance.spec
         if await self.gateway.inspect_image(spec.image) is None:
             raise SpawnFailed(

@@ -15,12 +15,20 @@ HOME = "/home/jovyan"
 HTTP_CHECK_INTERVAL = 0.05  # the floors' readiness probe period (the hub's own backoff starts at up to 0.2 s)
 HUB_LIST_INTERVAL = 0.25  # how often the hub's user list is read, should the hub answer a request before finishing
 SETTLE_SECONDS = 3.0  # pause after a scenario's clean-up, before the next one
-HUB_KINDS = ("docker", "multiuser", "multiuser-db", "multiuser-services")
+#: "multiuser-services-prepared": the same hub and users, with ``multiuser-spawner prepare`` run (untimed) before the
+#: first burst, as an admin would before a class's first meeting.
+HUB_KINDS = ("docker", "multiuser", "multiuser-db", "multiuser-services", "multiuser-services-prepared")
 FLOOR_KINDS = ("floor", "pair-floor", "services-floor")
 ALL_SCENARIOS = (*FLOOR_KINDS, "db-floor", *HUB_KINDS, "poll")
-SERVICES_SCENARIOS = ("services-floor", "multiuser-services")
+SERVICES_SCENARIOS = ("services-floor", "multiuser-services", "multiuser-services-prepared")
 # Each hub scenario's floor: the same containers started directly, which its burst and stop times are divided by.
-FLOOR_OF = {"docker": "floor", "multiuser": "floor", "multiuser-db": "floor", "multiuser-services": "services-floor"}
+FLOOR_OF = {
+    "docker": "floor",
+    "multiuser": "floor",
+    "multiuser-db": "floor",
+    "multiuser-services": "services-floor",
+    "multiuser-services-prepared": "services-floor",
+}
 # A class logs in on day one with new users (new volumes: new homes, databases to initialise), and on every later
 # day as returning users, whose volumes exist. Each scenario measures both, in that order, on the same volumes.
 ROUNDS = (False, True)  # returning?
@@ -34,6 +42,7 @@ SHORT_NAMES = {
     "multiuser": "mu",
     "multiuser-db": "db",
     "multiuser-services": "ms",
+    "multiuser-services-prepared": "mp",
 }
 
 

@@ -112,6 +112,7 @@ SIDECARS: dict[str, tuple[Service, ...]] = {
     "multiuser-db": (PAIR_DATABASE,),
     "services-floor": SERVICES,
     "multiuser-services": SERVICES,
+    "multiuser-services-prepared": SERVICES,
 }
 
 
