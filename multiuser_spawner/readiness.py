@@ -79,8 +79,21 @@ def redis_answer(line: bytes) -> tuple[bool, str]:
     return bool(text) and not not_yet, text or "no answer"
 
 
+def redis_command(*words: str) -> bytes:
+    """A command in Redis's protocol (RESP): safe for a password with spaces or newlines in it."""
+    encoded = [word.encode() for word in words]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded)
+
+
 async def _ask_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, probe: Probe) -> tuple[bool, str]:
-    writer.write(b"PING\r\n")
+    if probe.secret:
+        # Redis checks the password before it checks that its data is loaded: an unauthenticated PING gets
+        # "-NOAUTH" even while loading. Logged in (AUTH is served while loading), PING tells "-LOADING" honestly.
+        writer.write(redis_command("AUTH", probe.secret))
+    writer.write(redis_command("PING"))
+    if probe.secret:
+        # +OK; or an error (a wrong password, a server without one): PING's answer still says if it serves
+        await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT)
     return redis_answer(await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT))
 
 

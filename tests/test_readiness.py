@@ -173,8 +173,50 @@ async def test_redis_loading_then_pong():
         execs = await asyncio.wait_for(wait(_StartingService("127.0.0.1"), Probe(readiness.KIND_REDIS, port), 10), 5)
     finally:
         server.close()
-    assert asked == [b"PING\r\n"] * 3
+    assert asked == [b"*1\r\n"] * 3  # PING, in RESP
     assert execs == 0
+
+
+async def test_redis_with_a_password_is_not_ready_while_it_loads():
+    """Redis 7 answers an unauthenticated PING with -NOAUTH even while it loads its data: the probe logs in first."""
+    loaded_after = 2
+    commands: list[list[bytes]] = []
+
+    async def read_command(reader) -> list[bytes]:
+        count = int((await reader.readline())[1:])
+        words = []
+        for _ in range(count):
+            size = int((await reader.readline())[1:])
+            words.append((await reader.readexactly(size + 2))[:-2])
+        return words
+
+    async def answer(reader, writer):
+        authenticated = False
+        while True:
+            try:
+                command = await read_command(reader)
+            except (asyncio.IncompleteReadError, ValueError):
+                break
+            commands.append(command)
+            if command[0] == b"AUTH":
+                authenticated = command[1] == b"pass word"
+                writer.write(b"+OK\r\n" if authenticated else b"-WRONGPASS invalid password\r\n")
+            elif not authenticated:
+                writer.write(b"-NOAUTH Authentication required.\r\n")
+            elif sum(1 for c in commands if c == [b"PING"]) <= loaded_after:
+                writer.write(b"-LOADING Redis is loading the dataset in memory\r\n")
+            else:
+                writer.write(b"+PONG\r\n")
+            await writer.drain()
+        writer.close()
+
+    server, port = await serve(answer)
+    probe = Probe(readiness.KIND_REDIS, port, secret="pass word")
+    try:
+        await asyncio.wait_for(wait(_StartingService("127.0.0.1"), probe, 10), 5)
+    finally:
+        server.close()
+    assert commands == [[b"AUTH", b"pass word"], [b"PING"]] * (loaded_after + 1)
 
 
 async def test_amqp_header_answered_by_connection_start():
