@@ -2,8 +2,9 @@
 
 Two tiers of users share one image: students get a small share of the machine, staff a bigger one and three
 private services each (Postgres, Redis, RabbitMQ). Environment variables: ``DEMO_PASSWORD`` (default ``demo``),
-``DEMO_IMAGE``, ``DEMO_POSTGRES_IMAGE``, ``DEMO_REDIS_IMAGE``, ``DEMO_RABBITMQ_IMAGE`` and ``HUB_CONNECT_IP`` (the
-host's docker0 address; scripts/demo finds it).
+``DEMO_IMAGE``, ``DEMO_POSTGRES_IMAGE``, ``DEMO_REDIS_IMAGE``, ``DEMO_RABBITMQ_IMAGE``, ``HUB_CONNECT_IP`` (the
+host's docker0 address; scripts/demo finds it) and ``IDLE_TIMEOUT`` (seconds before an idle server is stopped,
+default 3600).
 """
 
 import os
@@ -74,6 +75,17 @@ c.MultiUserSpawner.group_overrides = {
         },
     },
 }
+
+# Idle servers go, work stays: the hub runs jupyterhub-idle-culler beside itself, which stops every server idle for
+# longer than IDLE_TIMEOUT (an hour by default; activity is what the notebook server reports to the hub: requests
+# from the user's browser, kernels running code). Stopping removes the server's containers and network; its home
+# and service volumes stay, so the next start finds every file and row. The role gives the culler only the scopes
+# it needs (see docs/classroom.md).
+from multiuser_spawner.culler import idle_culler  # noqa: E402
+
+culler_service, culler_role = idle_culler(timeout=int(os.environ.get("IDLE_TIMEOUT", "3600")))
+c.JupyterHub.services = [culler_service]
+c.JupyterHub.load_roles = [culler_role]
 
 # Check the spawner settings now: a mistake stops the hub at start, naming the setting, not at a user's first spawn.
 from multiuser_spawner import validate_config  # noqa: E402 - after the settings it checks
