@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from traitlets.config import Config, PyFileConfigLoader
 
-from . import cleanup, doctor, hub_api, inventory, names, prepare, services
+from . import cleanup, doctor, hub_api, inventory, names, prepare, services, stop_notes
 from .docker_gateway import DockerGateway, DockerGatewayError
 
 EXIT_OK = 0
@@ -169,11 +169,17 @@ def ls_rows(resources: Iterable[inventory.Resource], with_sizes: bool = True) ->
             r.kind,
             _cell(f"{r.role} {r.service}".strip()),
             r.name,
-            r.state if r.kind == inventory.KIND_CONTAINER else "",
+            _state_cell(r),
             format_size(r.size) if with_sizes and r.kind == inventory.KIND_VOLUME else "",
         ]
         for r in resources
     ]
+
+
+def _state_cell(resource: inventory.Resource) -> str:
+    if resource.kind != inventory.KIND_CONTAINER:
+        return ""
+    return f"{resource.state}: {resource.note}" if resource.note else resource.state
 
 
 LS_HEADERS = ("USER", "SERVER", "KIND", "ROLE", "NAME", "STATE", "SIZE")
@@ -215,6 +221,7 @@ async def run_ls(args: argparse.Namespace, out: TextIO) -> int:
     resources = await cleanup.list_resources(gateway, with_sizes=not args.no_sizes)
     if not args.all:
         resources = inventory.of_hub(resources, settings.prefix, settings.templates)
+    resources = await stop_notes.annotate_containers(gateway, resources)
     if args.json:
         json.dump(inventory.as_json(resources), out, indent=2)
         out.write("\n")

@@ -50,6 +50,8 @@ class Resource:
     state: str = ""
     #: volumes only: bytes used, ``None`` when Docker did not say
     size: int | None = None
+    #: containers only: why a stopped one stopped, when it was not asked to (``oom-killed (512M)``)
+    note: str = ""
 
     @property
     def sort_key(self) -> tuple[str, str, int, int, str, str, str]:
@@ -251,4 +253,6 @@ def _json_item(resource: Resource) -> dict[str, Any]:
         del item["state"]
     if resource.kind != KIND_VOLUME:
         del item["size"]
+    if not resource.note:
+        del item["note"]
     return item

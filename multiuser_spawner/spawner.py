@@ -26,7 +26,7 @@ from jupyterhub.utils import recursive_update
 from tornado import web
 from traitlets import default
 
-from . import cleanup, container_spec, home, names, network, plan, profiles, readiness, services, startup
+from . import cleanup, container_spec, home, names, network, plan, profiles, readiness, services, startup, stop_notes
 from .docker_gateway import DockerGateway, DockerGatewayError, is_ours
 from .local import LocalEngine
 from .progress import SpawnProgress, pull_percent
@@ -50,6 +50,7 @@ LEGACY_DATABASE_SETTINGS = (
     "database_stop_signal",
 )
 STATE_NAMES = "multiuser_names"
+STATE_STOP_NOTE = "multiuser_last_stop"
 # Time the hub gives a spawn beyond its slowest service's own wait, so that service's error (with its logs) is
 # what the user sees, not the hub's generic timeout.
 START_TIMEOUT_MARGIN = 30
@@ -90,6 +91,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     _waiting = False
     _names: names.ResourceNames | None = None
     _home_created = False
+    #: why the last server stopped unasked (its memory limit), told to the user at their next start
+    _stop_note: stop_notes.StopNote | None = None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -284,14 +287,18 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         state = super().get_state()
         if self._names is not None:
             state[STATE_NAMES] = self._names.as_state()
+        if self._stop_note is not None:
+            state[STATE_STOP_NOTE] = self._stop_note.as_state()
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         if state.get(STATE_NAMES):
             self._names = names.ResourceNames.from_state(state[STATE_NAMES])
+        self._stop_note = stop_notes.StopNote.from_state(state.get(STATE_STOP_NOTE))
 
     def clear_state(self) -> None:
+        # the stop note outlives the server it is about: it is cleared once the next start has told the user
         super().clear_state()
         self._names = None
 
@@ -334,6 +341,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         self._cancel_requested = False
         # made here, not in the task: the hub may ask for progress before the task first runs
         self._progress = SpawnProgress()
+        self._tell_why_the_last_server_stopped(self._progress)
         self._start_task = task = asyncio.ensure_future(self._start(self._progress))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its error is the spawn's, not a leak
         try:
@@ -343,6 +351,11 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             if self._waiting:
                 task.cancel()
             raise
+
+    def _tell_why_the_last_server_stopped(self, progress: SpawnProgress) -> None:
+        if self._stop_note is not None:
+            progress.report(0, self._stop_note.user_message())
+            self._stop_note = None
 
     def _checkpoint(self) -> None:
         if self._cancel_requested:
@@ -750,9 +763,16 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         state = info["State"]
         if state["Running"]:
             return None
-        if state.get("OOMKilled"):
-            self.log.warning("Container %s was killed by its memory limit (%s bytes)", name, self.mem_limit)
+        self._note_why_it_stopped(info)
         return int(state.get("ExitCode") or 0)
+
+    def _note_why_it_stopped(self, info: dict[str, Any]) -> None:
+        """Keep (and log, once) that the notebook was killed by its memory limit; the hub saves the note with the
+        server's state when it marks the server stopped."""
+        note = stop_notes.from_container(info)
+        if note is not None and note != self._stop_note:
+            self._stop_note = note
+            self.log.warning(note.log_message(self.user.name))
 
     async def stop(self, now: bool = False) -> None:
         if self._start_task is not None and not self._start_task.done():
