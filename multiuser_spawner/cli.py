@@ -3,7 +3,8 @@
 - ``ls``: the project's containers, networks and volumes per user and server, with volume sizes;
 - ``gc``: remove what no running server needs (a dry run unless ``--yes``);
 - ``doctor``: check that the Docker host can run the spawner;
-- ``prepare``: make a class's volumes before its first spawn.
+- ``prepare``: make a class's volumes before its first spawn;
+- ``top``: live CPU, memory and volume use per user and server (in :mod:`.top`).
 
 Argument parsing and output live here; the decisions live in :mod:`.inventory`, :mod:`.hub_api` and
 :mod:`.doctor`, the Docker calls in :mod:`.docker_gateway`.
@@ -23,7 +24,7 @@ from typing import Any, TextIO
 
 from traitlets.config import Config, PyFileConfigLoader
 
-from . import cleanup, doctor, hub_api, inventory, names, prepare, services, stop_notes
+from . import cleanup, doctor, hub_api, inventory, names, prepare, services, stop_notes, top
 from .docker_gateway import DockerGateway, DockerGatewayError
 
 EXIT_OK = 0
@@ -413,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--parallel", type=int, default=4, help="users prepared at once (default: %(default)s)")
     pr.set_defaults(run=run_prepare)
+
+    top.add_parser(commands, common)
     return parser
 
 

@@ -119,6 +119,19 @@ class DockerGateway:
         except NotFound:
             return None
 
+    async def container_stats(self, name_or_id: str) -> dict[str, Any] | None:
+        """One sample of a running container's CPU and memory use, with the previous one (``precpu_stats``) for a
+        CPU rate: the engine takes about a second to answer. ``None`` when the container is gone or stopped in the
+        meantime (the engine then answers with an empty body, or a conflict)."""
+        try:
+            return await self._run(self.client.stats, name_or_id, stream=False)
+        except (NotFound, ValueError):  # requests' JSON decoding error is a ValueError
+            return None
+        except APIError as e:
+            if e.status_code == 409:
+                return None
+            raise DockerGatewayError(f"reading the stats of {name_or_id} failed: {describe_api_error(e)}") from e
+
     async def create_container(self, spec: ContainerSpec) -> str:
         """Create the container on its first network with its aliases, join the others; return its id."""
         networks = list(spec.networks.items())
