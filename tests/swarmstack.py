@@ -1,0 +1,190 @@
+"""The test swarm on this machine (made by ``scripts/swarm``): the host's engine is the manager, each worker a Docker
+engine in a container. Helpers to run ``docker`` on a worker, to find where a service's task runs, and the ``swarm``
+fixture, which brings the swarm up on first use and back again whenever it is not whole (another test restarted
+dockerd, which stops the workers).
+
+``tests/conftest.py`` imports the fixtures, so every test module can ask for ``swarm``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+SWARM_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "swarm"
+MANAGED_LABEL = "org.multiuser-spawner.managed"
+ROLE_LABEL = "org.multiuser-spawner.role"
+WORKER_ROLE = "swarm-node"
+# how many workers the tests ask for; `scripts/swarm up` keeps any more that another run started
+WORKERS = int(os.environ.get("MUS_SWARM_WORKERS", "2"))
+
+
+class TaskFailed(Exception):
+    """A service's task was rejected or failed: Swarm's own reason is the message."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """Where one running task of a service is: the node's hostname and the container's id on that node."""
+
+    node: str
+    container_id: str
+
+
+def docker_cli(*args: str, timeout: float = 120, input: bytes | None = None) -> subprocess.CompletedProcess:
+    """``docker ARGS`` against the host's engine (the manager); output as text, never raising."""
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=input is None, input=input, timeout=timeout, check=False
+    )
+
+
+class SwarmStack:
+    """The swarm as the tests see it. Node names are the workers' container names and their swarm hostnames."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+
+    # -- bringing it up -------------------------------------------------------------------------------------------
+    def up(self) -> None:
+        """Run ``scripts/swarm up``; raise with its output when it fails."""
+        result = subprocess.run(
+            ["bash", str(SWARM_SCRIPT), "up", str(WORKERS)], capture_output=True, text=True, timeout=900, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"scripts/swarm up failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+
+    def whole(self) -> bool:
+        """Every worker container runs and every node of the swarm that is ours is Ready (one cheap look)."""
+        workers = self.worker_containers()
+        if len(workers) < WORKERS or any(c.status != "running" for c in workers):
+            return False
+        try:
+            nodes = self.client.nodes.list()
+        except docker.errors.APIError:
+            return False
+        ready = {n.attrs["Description"]["Hostname"] for n in nodes if n.attrs["Status"]["State"] == "ready"}
+        return all(c.name in ready for c in workers) and self.manager in ready
+
+    def ensure(self) -> None:
+        if not self.whole():
+            self.up()
+
+    # -- what is there --------------------------------------------------------------------------------------------
+    def worker_containers(self) -> list:
+        containers = self.client.containers.list(
+            all=True, filters={"label": [f"{MANAGED_LABEL}=true", f"{ROLE_LABEL}={WORKER_ROLE}"]}
+        )
+        return sorted(containers, key=lambda c: c.name)
+
+    @property
+    def workers(self) -> list[str]:
+        """The workers' names (``mus-node1``, ...), which are also their hostnames in the swarm."""
+        return [c.name for c in self.worker_containers()]
+
+    @property
+    def manager(self) -> str:
+        """The manager's hostname in the swarm (this machine's)."""
+        node_id = self.client.info()["Swarm"]["NodeID"]
+        return self.client.nodes.get(node_id).attrs["Description"]["Hostname"]
+
+    def node_states(self) -> dict[str, str]:
+        """Hostname -> state (``ready``, ``down``...) of every node the manager lists."""
+        return {n.attrs["Description"]["Hostname"]: n.attrs["Status"]["State"] for n in self.client.nodes.list()}
+
+    # -- on a worker ----------------------------------------------------------------------------------------------
+    def node_docker(self, node: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """``docker ARGS`` run by the engine of a worker (``docker exec NODE docker ARGS``)."""
+        return docker_cli("exec", node, "docker", *args, timeout=timeout)
+
+    def node_exec(self, node: str, *command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """A command in the worker's own container (its cgroup tree and /proc are there)."""
+        return docker_cli("exec", node, *command, timeout=timeout)
+
+    def exec_in_task(self, task: Task, *command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """A command inside a task's container, wherever it runs."""
+        if task.node == self.manager:
+            return docker_cli("exec", task.container_id, *command, timeout=timeout)
+        return self.node_docker(task.node, "exec", task.container_id, *command, timeout=timeout)
+
+    # -- services -------------------------------------------------------------------------------------------------
+    def node_hostname(self, node_id: str) -> str:
+        return self.client.nodes.get(node_id).attrs["Description"]["Hostname"]
+
+    def running_task(self, service: str, timeout: float = 120) -> Task:
+        """Wait until the service's task runs and say where; a rejected or failed task raises at once with Swarm's
+        reason instead of waiting out the deadline."""
+        deadline = time.monotonic() + timeout
+        last = "no task yet"
+        while time.monotonic() < deadline:
+            for task in self.client.api.tasks(filters={"service": service}):
+                status = task["Status"]
+                if status["State"] == "running":
+                    return Task(self.node_hostname(task["NodeID"]), status["ContainerStatus"]["ContainerID"])
+                if status["State"] in ("rejected", "failed"):
+                    raise TaskFailed(f"task of {service} {status['State']}: {status.get('Err', status['Message'])}")
+                last = f"{status['State']}: {status['Message']}"
+            time.sleep(0.5)
+        raise TimeoutError(f"no task of {service} ran within {timeout} s (last: {last})")
+
+    def task_node(self, service: str, timeout: float = 120) -> str:
+        """The hostname of the node the service's running task is on."""
+        return self.running_task(service, timeout).node
+
+    def remove_service(self, service: str, timeout: float = 60) -> None:
+        """Remove a service and wait until its tasks are gone (until then its networks are still in use)."""
+        try:
+            self.client.api.remove_service(service)
+        except docker.errors.NotFound:
+            return
+        wait_until(lambda: not self._tasks_left(service), timeout, f"the tasks of {service} were not removed")
+
+    def _tasks_left(self, service: str) -> list:
+        try:
+            return self.client.api.tasks(filters={"service": service})
+        except docker.errors.NotFound:  # the filter names a service that is gone: so are its tasks
+            return []
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+    """Call ``condition`` until it returns something true, and return that; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} (waited {timeout} s)")
+        time.sleep(interval)
+
+
+def _unavailable(reason: str):
+    # as in conftest.py: a swarm test fails, never skips, when CI is set
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: the swarm tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def swarm_stack(docker_client) -> SwarmStack:
+    stack = SwarmStack(docker_client)
+    try:
+        stack.ensure()
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        _unavailable(f"no test swarm: {e}")
+    return stack
+
+
+@pytest.fixture
+def swarm(swarm_stack) -> SwarmStack:
+    """The test swarm, whole: brought back first if a test in between restarted dockerd or stopped a worker."""
+    try:
+        swarm_stack.ensure()
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        _unavailable(f"the test swarm could not be brought back: {e}")
+    return swarm_stack
