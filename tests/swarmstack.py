@@ -69,7 +69,9 @@ class SwarmStack:
         except docker.errors.APIError:
             return False
         ready = {n.attrs["Description"]["Hostname"] for n in nodes if n.attrs["Status"]["State"] == "ready"}
-        return all(c.name in ready for c in workers) and self.manager in ready
+        if not (self.manager in ready and all(c.name in ready for c in workers)):
+            return False
+        return all(self.worker_state(c.name) == "active" for c in workers)
 
     def ensure(self) -> None:
         if not self.whole():
@@ -92,6 +94,12 @@ class SwarmStack:
         """The manager's hostname in the swarm (this machine's)."""
         node_id = self.client.info()["Swarm"]["NodeID"]
         return self.client.nodes.get(node_id).attrs["Description"]["Hostname"]
+
+    def worker_state(self, worker: str) -> str:
+        """The swarm state as the worker's own engine sees it: ``active`` once its session with the manager is up.
+        Right after a worker stopped or restarted, the manager still lists it Ready until a heartbeat is missed."""
+        result = self.node_docker(worker, "info", "-f", "{{.Swarm.LocalNodeState}}", timeout=30)
+        return result.stdout.strip() if result.returncode == 0 else f"unreachable: {result.stderr.strip()}"
 
     def node_states(self) -> dict[str, str]:
         """Hostname -> state (``ready``, ``down``...) of every node the manager lists."""

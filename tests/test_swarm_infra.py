@@ -90,6 +90,7 @@ def test_the_manager_and_two_workers_are_ready(swarm):
     assert states.get(swarm.manager) == "ready", states
     for worker in swarm.workers:
         assert states.get(worker) == "ready", states
+        assert swarm.worker_state(worker) == "active"
 
 
 def test_a_service_constrained_to_a_worker_runs_there(swarm, objects):

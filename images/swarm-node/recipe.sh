@@ -7,10 +7,13 @@ tag=${MUS_SWARM_NODE_IMAGE:-multiuser-spawner/swarm-node:latest}
 packages=(docker.io iptables iproute2 ca-certificates procps kmod tini)
 changes=(
     "ENV LANG=C.UTF-8" "VOLUME /var/lib/docker"
-    'ENTRYPOINT ["/usr/bin/tini", "--"]' 'CMD ["dockerd", "--host=unix:///var/run/docker.sock"]'
+    'ENTRYPOINT ["/usr/bin/tini", "--"]' 'CMD ["swarm-node-dockerd", "--host=unix:///var/run/docker.sock"]'
 )
 
 customize() {  # root
     local root=$1
+    # the worker's engine runs under a name of its own: its process shows in the host's process list, where whatever
+    # looks for the host's engine by name (`pidof dockerd`) must not find a worker's instead
+    ln -s /usr/sbin/dockerd "$root/usr/local/bin/swarm-node-dockerd"
     slim_rootfs "$root"
 }
