@@ -71,7 +71,15 @@ class SwarmStack:
         ready = {n.attrs["Description"]["Hostname"] for n in nodes if n.attrs["Status"]["State"] == "ready"}
         if not (self.manager in ready and all(c.name in ready for c in workers)):
             return False
+        # an entry of an earlier worker left Down: `scripts/swarm up` removes it, so the tests count nodes right
+        if any(self._is_ours(n) and n.attrs["Status"]["State"] != "ready" for n in nodes):
+            return False
         return all(self.worker_state(c.name) == "active" for c in workers)
+
+    @staticmethod
+    def _is_ours(node) -> bool:
+        engine_labels = node.attrs["Description"].get("Engine", {}).get("Labels") or {}
+        return engine_labels.get(MANAGED_LABEL) == "true"
 
     def ensure(self) -> None:
         if not self.whole():
