@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import posixpath
+import string
 import time
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from dockerspawner import DockerSpawner
@@ -131,6 +133,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         except ValueError as e:
             raise ValueError(f"c.MultiUserSpawner.prefix: {e}") from None
         self._profiles()
+        self._check_home_mounts()
         check_timeouts(self.service_specs(), self.start_timeout)
         for where, override in self._overrides_with_services():
             # A tier's services are merged into the base ones only when its user spawns: check each tier now.
@@ -140,6 +143,27 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 check_timeouts(services.parse_services(merged), override.get("start_timeout", self.start_timeout))
             except ValueError as e:
                 raise ValueError(f"c.MultiUserSpawner.{where}: {e}") from None
+
+    def _check_home_mounts(self) -> None:
+        """DockerSpawner's own mounts on the home path: a writable ``volumes`` entry there becomes the home, unless
+        ``home_volume_name_template`` names another; anything else there would clash with the home volume."""
+        if not self.home_volume_name_template:
+            return  # no home volume of ours: DockerSpawner's mounts are all there is
+        path = self.home_mount_path
+        read_only = entry_on_path(self.read_only_volumes, path, str)
+        if read_only:
+            raise ValueError(
+                f"c.DockerSpawner.read_only_volumes mounts {read_only[0]!r} on the home path {path}, where the home "
+                "volume goes: a home must be writable, so move that entry to c.DockerSpawner.volumes"
+            )
+        renamed = self.home_volume_name_template != names.NameTemplates.home_volume
+        from_volumes = entry_on_path(self.volumes, path, str)
+        if renamed and from_volumes:
+            raise ValueError(
+                f"c.DockerSpawner.volumes mounts {from_volumes[0]!r} on the home path {path}, which makes it each "
+                f"user's home volume, and c.MultiUserSpawner.home_volume_name_template names another "
+                f"({self.home_volume_name_template!r}): keep only one of them"
+            )
 
     def _overrides_with_services(self) -> list[tuple[str, dict[str, Any]]]:
         """The group overrides and profiles that change ``services``, each with where it is set."""
@@ -257,9 +281,27 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             service_volume=self.service_volume_name_template,
         )
 
+    def _home_from_volumes(self) -> tuple[str, str] | None:
+        """DockerSpawner's ``volumes`` entry on the home path, as (its template, the name DockerSpawner gives it
+        for this user), when it is the home: an admin coming from DockerSpawner keeps their users' files."""
+        if not self.home_volume_name_template:
+            return None
+        return entry_on_path(self.volumes, self.home_mount_path, lambda t: self.format_volume_name(t, self))
+
+    def _home_volume_template(self) -> str:
+        """The template the home volume's name comes from."""
+        from_volumes = self._home_from_volumes()
+        return from_volumes[0] if from_volumes else self.home_volume_name_template
+
     def _names_for(self, specs: list[services.ServiceSpec]) -> names.ResourceNames:
         fields = self.template_namespace()
         resolved = names.resource_names(self._templates(), fields, [spec.key for spec in specs])
+        from_volumes = self._home_from_volumes()
+        if from_volumes:
+            # Exactly the name DockerSpawner computed (never shortened or re-slugged), so its files are found. A
+            # host directory there is the home itself: no volume of ours, the bind stays as DockerSpawner made it.
+            source = from_volumes[1]
+            resolved = replace(resolved, home_volume="" if source.startswith("/") else source)
         if self.database_enabled:
             # The deprecated database name templates still name the database they describe.
             legacy = names.NameTemplates(
@@ -481,7 +523,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             self.gateway,
             volume=resources.home_volume,
             username=self.user.name,
-            servername=self.name if "{server" in self.home_volume_name_template else "",
+            servername=self.name if uses_server_field(self._home_volume_template()) else "",
             image=self.image,
             image_id=image_info["Id"],
             image_user=image_user,
@@ -640,6 +682,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         mounts = [
             plan.Mount(source, bind["bind"], read_only=bind.get("mode", "rw").startswith("ro"))
             for source, bind in self.volume_binds.items()
+            # a ``volumes`` entry on the home path is the home volume itself (see _names_for), mounted once below
+            if not (resources.home_volume and same_path(bind["bind"], self.home_mount_path))
         ]
         if resources.home_volume:
             mounts.append(plan.Mount(resources.home_volume, self.home_mount_path))
@@ -827,6 +871,27 @@ def check_timeouts(specs: list[services.ServiceSpec], start_timeout: float) -> N
                 f"least {START_TIMEOUT_MARGIN} s shorter than c.Spawner.start_timeout ({start_timeout:g} s), "
                 "or the hub gives up before the service can say what went wrong"
             )
+
+
+def same_path(a: str, b: str) -> bool:
+    """Whether two container paths name the same directory (``/home/jovyan/`` is ``/home/jovyan``)."""
+    return posixpath.normpath(a) == posixpath.normpath(b)
+
+
+def entry_on_path(volumes: Mapping[str, Any], path: str, render: Callable[[str], str]) -> tuple[str, str] | None:
+    """The entry of a DockerSpawner ``volumes`` dict (source -> mount path, or -> ``{"bind": path, ...}``) mounted
+    on ``path``, as (its source template, the source ``render`` makes of it); None when there is none."""
+    for source, bind in volumes.items():
+        target = bind["bind"] if isinstance(bind, dict) else bind
+        if same_path(render(target), path):
+            return source, render(source)
+    return None
+
+
+def uses_server_field(template: str) -> bool:
+    """Whether a name template has a field of the server's (ours: ``{server}``, DockerSpawner's: ``{servername}``),
+    so that the object it names belongs to one server rather than to the user."""
+    return any(field and "server" in field for _, field, _, _ in string.Formatter().parse(template))
 
 
 def fill_template(value: str, fields: dict[str, str]) -> str:
