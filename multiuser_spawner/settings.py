@@ -29,12 +29,16 @@ class MultiUserSettings(Configurable):
         The default gives one home volume per user, shared by all of that user's named servers (their files are
         theirs whichever server they open). Add ``{{server_suffix}}`` for one volume per server. An empty string
         turns the home volume off. Changing this on a running deployment points users at new, empty volumes.
+
+        A DockerSpawner ``volumes`` entry mounted on ``home_mount_path`` takes this template's place (see the
+        documentation's "From DockerSpawner"): the home volume then has the name DockerSpawner gives it.
         """,
     ).tag(config=True)
 
     home_mount_path = Unicode(
         "/home/jovyan",
-        help="Where the home volume is mounted in the container: the image user's home directory.",
+        help="""Where the home volume is mounted in the container: the image user's home directory. A
+        DockerSpawner ``volumes`` entry on this path is the home volume.""",
     ).tag(config=True)
 
     fix_home_ownership = Bool(
