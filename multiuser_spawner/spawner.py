@@ -69,6 +69,9 @@ class SpawnFailed(RuntimeError):
         super().__init__(message)
         # JupyterHub shows this instead of "Internal Server Error" when a spawn fails within its request
         self.jupyterhub_message = message
+        # JupyterHub before 6.0 ignores jupyterhub_message in its REST API's error answer and writes
+        # ``log_message % args`` (tornado's HTTPError convention) instead: this makes that the same sentence
+        self.log_message = "%s"
 
 
 @dataclass(frozen=True)
