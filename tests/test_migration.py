@@ -8,6 +8,7 @@ The real-stack test runs one hub (one database) first with stock ``dockerspawner
 from __future__ import annotations
 
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -159,16 +160,24 @@ def server_container(docker_client, hub: HubStack, user: str):
     return docker_client.containers.get(hub.user(user)["servers"][""]["state"]["object_name"])
 
 
+def for_each(users, action) -> None:
+    """Run ``action(user)`` for every user side by side, as a class would log in; raise the first failure."""
+    with ThreadPoolExecutor(len(users)) as pool:
+        list(pool.map(action, users))
+
+
 @pytest.mark.docker
 def test_files_written_under_dockerspawner_are_found_after_the_switch(hub, docker_client):
     # -- under stock DockerSpawner: each user writes a file into their home
-    for user in OLD_USERS:
+    def write_under_dockerspawner(user: str) -> None:
         hub.start_server(user)
         container = server_container(docker_client, hub, user)
         assert container.labels.get(names.LABEL_MANAGED) is None  # really DockerSpawner's own container
         code, out = exec_in(container, f"mkdir -p {HOME}/course && echo '{essay(user)}' > {HOME}/course/essay.txt")
         assert code == 0, out
-        hub.stop_server(user)
+
+    for_each(OLD_USERS, write_under_dockerspawner)
+    for_each(OLD_USERS, hub.stop_server)
     volumes = {user: docker_client.volumes.get(dockerspawner_volume(hub, user)) for user in OLD_USERS}
     assert all(not volume.attrs.get("Labels") for volume in volumes.values())
 
@@ -186,7 +195,7 @@ def test_files_written_under_dockerspawner_are_found_after_the_switch(hub, docke
     for user in OLD_USERS:
         docker_client.containers.get(f"{hub.prefix}-{MultiUserSpawner._escape(user)}").remove()
 
-    for user in OLD_USERS:
+    def find_under_multiuser(user: str) -> None:
         hub.start_server(user)
         container = server_container(docker_client, hub, user)
         assert container.labels.get(names.LABEL_MANAGED) == "true"
@@ -194,16 +203,18 @@ def test_files_written_under_dockerspawner_are_found_after_the_switch(hub, docke
         assert (code, out) == (0, essay(user) + "\n"), out
         homes = [m["Name"] for m in container.attrs["Mounts"] if m.get("Destination") == HOME]
         assert homes == [dockerspawner_volume(hub, user)]
-        hub.stop_server(user)
 
-    # a user who first logs in now gets a volume by the same template, ours (labelled), writable by the image's user
-    hub.start_server(NEW_USER)
-    code, out = exec_in(server_container(docker_client, hub, NEW_USER), f"touch {HOME}/mine && stat -c %u {HOME}")
-    assert (code, out.strip()) == (0, "1000"), out
+    # and a user who first logs in now gets a volume by the same template, ours, writable by the image's user
+    def start_anew(user: str) -> None:
+        hub.start_server(user)
+        code, out = exec_in(server_container(docker_client, hub, user), f"touch {HOME}/mine && stat -c %u {HOME}")
+        assert (code, out.strip()) == (0, "1000"), out
+
+    for_each([*OLD_USERS, NEW_USER], lambda user: start_anew(user) if user == NEW_USER else find_under_multiuser(user))
     new_volume = docker_client.volumes.get(dockerspawner_volume(hub, NEW_USER))
     assert new_volume.attrs["Labels"][names.LABEL_USER] == NEW_USER
     assert new_volume.attrs["Labels"][names.LABEL_ROLE] == names.ROLE_HOME
-    hub.stop_server(NEW_USER)
+    for_each([*OLD_USERS, NEW_USER], hub.stop_server)
 
     # DockerSpawner's volumes are not ours: deleting their user (even with remove_volumes_on_delete) keeps them
     assert hub.request("DELETE", "/users/a--b").status_code == 204
