@@ -70,30 +70,45 @@ async def _remove_container(gateway: DockerGateway, container_id: str, stop_time
 
 async def delete_user_resources(
     gateway: DockerGateway,
-    username: str,
+    owner: names.Owner,
+    templates: names.NameTemplates,
     remove_volumes: bool,
     hub_container: str = "",
     *,
     servername: str | None = None,
-    name_prefix: str = "",
     stop_timeout: int = DEFAULT_STOP_TIMEOUT,
 ) -> list[str]:
-    """Remove the containers and networks labelled with ``username`` and, only if ``remove_volumes``, their
+    """Remove the containers and networks of ``owner`` (a hub's user) and, only if ``remove_volumes``, their
     volumes; return what was removed (``"container jupyter-alice"``, ...).
 
-    ``servername`` limits it to one server's objects (a user-wide home volume has server ``""``, so it goes only
-    with the default server's). ``name_prefix`` (e.g. ``"jupyter-"``) keeps it to one hub's objects when several
-    hubs share the Docker engine and may have users of the same name. Raises :class:`DockerGatewayError` after
-    trying everything if anything could not be removed.
+    What is the owner's is decided by :func:`.inventory.is_owned_by`: the hub and user id labels, or for objects
+    of earlier releases the user name and this hub's exact names. Another hub's objects, and those of a deleted
+    user who had the same name, are never touched. ``servername`` limits it to one server's objects (a user-wide
+    home volume has server ``""``, so it goes only with the default server's). Raises :class:`DockerGatewayError`
+    after trying everything if anything could not be removed.
     """
-    found = await list_resources(gateway, [f"{names.LABEL_USER}={username}"])
-    chosen = inventory.select_for_user(
-        found, username, servername=servername, include_volumes=remove_volumes, name_prefix=name_prefix
+    # Two label queries: by id (this release's objects, under any name the user had) and by name (earlier ones);
+    # the id's owner is then checked in full (a hub on SQLite gives a deleted user's id again).
+    by_id, by_name = await asyncio.gather(
+        list_resources(gateway, [f"{names.LABEL_HUB}={owner.hub}", f"{names.LABEL_USER_ID}={owner.user_id}"]),
+        list_resources(gateway, [f"{names.LABEL_USER}={owner.user}"]),
     )
+    found = list({(r.kind, r.id): r for r in [*by_id, *by_name]}.values())
+    chosen = inventory.select_for_owner(found, owner, templates, servername=servername, include_volumes=remove_volumes)
     report = await remove_resources(gateway, chosen, hub_container, stop_timeout)
     if report.failed:
         raise DockerGatewayError(
-            f"could not remove all of user {username}'s objects: {'; '.join(report.failed)} "
+            f"could not remove all of user {owner.user}'s objects: {'; '.join(report.failed)} "
             f"(removed: {', '.join(report.removed) or 'nothing'})"
         )
     return report.removed
+
+
+async def volumes_of(gateway: DockerGateway, owner: names.Owner) -> list[Resource]:
+    """The volumes this hub made for this user (by hub and user id), under whatever name the user then had."""
+    filters = [
+        f"{names.LABEL_MANAGED}=true",
+        f"{names.LABEL_HUB}={owner.hub}",
+        f"{names.LABEL_USER_ID}={owner.user_id}",
+    ]
+    return inventory.collect([], [], await gateway.list_volumes(filters))

@@ -240,7 +240,9 @@ async def run_gc(args: argparse.Namespace, out: TextIO) -> int:
     settings = settings_from_args(args)
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not token:
-        raise CLIError("set JUPYTERHUB_API_TOKEN to a hub API token with the scopes list:users and read:servers")
+        raise CLIError(
+            f"set JUPYTERHUB_API_TOKEN to a hub API token with the scopes {', '.join(hub_api.REQUIRED_SCOPES)}"
+        )
     client = hub_api.HubClient(args.hub_url, token)
     gateway = connect_docker()
     # Docker is listed before the hub is asked: a server that starts in between has no container in the list yet,
@@ -250,7 +252,9 @@ async def run_gc(args: argparse.Namespace, out: TextIO) -> int:
         state = await asyncio.to_thread(client.state, args.volumes_of_deleted_users)
     except hub_api.HubAPIError as e:
         raise CLIError(f"{e}; nothing was removed") from e
-    orphans = inventory.find_orphans(resources, state.running, state.users)
+    orphans = inventory.find_orphans(resources, state)
+    if state.names is not None:
+        print_unsure_volumes(inventory.unsure_volumes(resources, state.names), out)
     if not orphans:
         print(f"No orphans among {len(resources)} object(s) of the hub with prefix {settings.prefix!r}.", file=out)
         return EXIT_OK
@@ -263,6 +267,18 @@ async def run_gc(args: argparse.Namespace, out: TextIO) -> int:
         gateway, [o.resource for o in orphans], hub_container, stop_timeout=args.stop_timeout
     )
     return print_removal(report, out)
+
+
+def print_unsure_volumes(volumes: Sequence[inventory.Resource], out: TextIO) -> None:
+    """Volumes of earlier releases whose user name is gone: deleted or renamed, gc cannot tell, so it keeps them."""
+    if not volumes:
+        return
+    print(
+        "Kept (made before user ids were recorded; their user was deleted or renamed, which gc cannot tell):",
+        file=out,
+    )
+    print(format_table([[v.name, v.user] for v in volumes], ("VOLUME", "USER")), file=out)
+    print("Remove one by hand (docker volume rm NAME) once its user is known to be gone.\n", file=out)
 
 
 def print_removal(report: cleanup.RemovalReport, out: TextIO) -> int:

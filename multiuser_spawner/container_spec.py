@@ -144,7 +144,9 @@ def is_root_user(user: str | None) -> bool:
 HOME_ALREADY_OWNED = "home-already-owned"
 
 
-def home_ownership_container(*, name: str, image: str, volume: str, mount_path: str, owner: str) -> ContainerSpec:
+def home_ownership_container(
+    *, name: str, image: str, volume: str, mount_path: str, owner: str, labels: Mapping[str, str]
+) -> ContainerSpec:
     """A one-shot container that gives a new home volume to ``owner`` (the image's user: a name, ``uid`` or
     ``uid:gid``) and prints :data:`HOME_ALREADY_OWNED` when Docker's copy of the image's directory had already done
     so. It runs as root with only the CHOWN capability and no network."""
@@ -165,6 +167,7 @@ def home_ownership_container(*, name: str, image: str, volume: str, mount_path: 
         "command": [owner, mount_path],
         "volumes": [mount_path],
         "network_disabled": True,
+        "labels": dict(labels),
     }
     host_config = {
         "binds": {volume: {"bind": mount_path, "mode": "rw"}},

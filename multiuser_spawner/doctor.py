@@ -11,7 +11,7 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 
-from . import network
+from . import names, network
 from .container_spec import ContainerSpec, security_host_config
 from .docker_gateway import DockerGateway
 from .plan import Security, network_plan
@@ -169,11 +169,19 @@ async def check_cpu(gateway: DockerGateway, image: str, name: str) -> CheckResul
 
 
 async def check_hub(
-    gateway: DockerGateway, image: str, url: str, container: str, network_name: str, hub_container: str
+    gateway: DockerGateway,
+    image: str,
+    url: str,
+    container: str,
+    network_name: str,
+    hub_container: str,
+    hub: str,
 ) -> CheckResult:
     """From a container on a new user network, made the way the spawner makes them, ask the hub's API."""
     try:
-        await network.ensure_user_network(gateway, network_plan(network_name, "", ""), hub_container)
+        # labelled with the hub but no user: never taken for a user's object
+        owner = names.Owner(hub=hub, user="", user_id="")
+        await network.ensure_user_network(gateway, network_plan(network_name, owner), hub_container)
         try:
             return judge_hub(*await _run_probe(gateway, hub_probe_spec(container, image, network_name, url)), url)
         finally:
@@ -203,7 +211,13 @@ async def _run_probes(gateway: DockerGateway, options: DoctorOptions) -> list[Ch
     if options.hub_connect_url:
         checks.append(
             check_hub(
-                gateway, options.image, options.hub_connect_url, probe["hub"], probe["net"], options.hub_container
+                gateway,
+                options.image,
+                options.hub_connect_url,
+                probe["hub"],
+                probe["net"],
+                options.hub_container,
+                options.prefix,
             )
         )
     results = list(await asyncio.gather(*checks))

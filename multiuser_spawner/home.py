@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from .container_spec import HOME_ALREADY_OWNED, home_ownership_container, is_root_user
 from .docker_gateway import DockerGateway, DockerGatewayError
-from .names import ROLE_HOME, labels
+from .local import check_claim
+from .names import ROLE_HELPER, ROLE_HOME, Owner
 
 OWNERSHIP_FIX_TIMEOUT = 60
 
@@ -56,8 +57,7 @@ async def ensure_home_volume(
     gateway: DockerGateway,
     *,
     volume: str,
-    username: str,
-    servername: str,
+    owner: Owner,
     image: str,
     image_id: str,
     image_user: str,
@@ -65,21 +65,26 @@ async def ensure_home_volume(
     fix_ownership: bool,
     knowledge: CopyOwnershipKnowledge = KNOWN_COPY_OWNERSHIP,
 ) -> bool:
-    """Make the volume if it is missing; a new one is given to ``image_user``. True when the volume is new."""
-    _, created = await gateway.ensure_volume(volume, labels(ROLE_HOME, username, servername))
+    """Make the volume if it is missing; a new one is given to ``image_user``. True when the volume is new. A
+    volume of that name that is another hub's or another user's is refused (:func:`.local.check_claim`)."""
+    info, created = await gateway.ensure_volume(volume, owner.labels(ROLE_HOME))
+    check_claim("volume", volume, info.get("Labels"), owner)
     if created and fix_ownership and not is_root_user(image_user):
 
         async def check_and_fix() -> bool:
-            return await give_to_user(gateway, volume, image, mount_path, image_user)
+            return await give_to_user(gateway, volume, image, mount_path, image_user, owner.labels(ROLE_HELPER))
 
         await knowledge.ensure_owned((image_id, mount_path, image_user), check_and_fix)
     return created
 
 
-async def give_to_user(gateway: DockerGateway, volume: str, image: str, mount_path: str, owner: str) -> bool:
-    """Give the volume's top directory to ``owner`` with a one-shot container; True when it was theirs already."""
+async def give_to_user(
+    gateway: DockerGateway, volume: str, image: str, mount_path: str, owner: str, labels: dict[str, str]
+) -> bool:
+    """Give the volume's top directory to ``owner`` with a one-shot container (labelled ``labels``, so ``gc``
+    finds one a crash left behind); True when it was theirs already."""
     spec = home_ownership_container(
-        name=f"{volume}-init", image=image, volume=volume, mount_path=mount_path, owner=owner
+        name=f"{volume}-init", image=image, volume=volume, mount_path=mount_path, owner=owner, labels=labels
     )
     exit_code, output = await gateway.run_to_completion(spec, OWNERSHIP_FIX_TIMEOUT)
     if exit_code != 0:

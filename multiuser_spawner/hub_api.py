@@ -12,14 +12,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from .inventory import HubUsers
+from .names import STATE_USER_CREATED, STATE_USER_ID, user_key
 
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 DEFAULT_API_URL = "http://127.0.0.1:8000/hub/api"
 PAGE_SIZE = 200
-#: Without these, users' servers would be missing from the answers and every server would look stopped.
-REQUIRED_SCOPES = ("list:users", "read:servers")
+#: Without these, users' servers would be missing from the answers and every server would look stopped, and a
+#: renamed user (known only by the id their servers' state records) would look deleted.
+REQUIRED_SCOPES = ("list:users", "read:servers", "admin:server_state")
 
 
 class HubAPIError(RuntimeError):
@@ -29,14 +32,6 @@ class HubAPIError(RuntimeError):
         super().__init__(message)
         #: the HTTP status of a refusal, if the hub answered
         self.status = status
-
-
-@dataclass(frozen=True)
-class HubState:
-    #: ``(user, server)`` of every server the hub has running, starting or stopping
-    running: frozenset[tuple[str, str]]
-    #: every user's name; ``None`` when not asked for
-    users: frozenset[str] | None = None
 
 
 def default_api_url(environ: Mapping[str, str] = os.environ) -> str:
@@ -72,19 +67,40 @@ def page_items(payload: Any) -> tuple[list[dict[str, Any]], int | None]:
     return payload["items"], (int(following["offset"]) if following else None)
 
 
-def running_servers(user_models: Iterable[Mapping[str, Any]]) -> frozenset[tuple[str, str]]:
-    """``(user, server)`` for every server in the users' ``servers`` dicts (the hub lists only active ones there;
-    ``""`` is the default server)."""
-    running = set()
+def running_servers(user_models: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """``(user, server)`` for every server in the users' ``servers`` dicts (the hub lists only active ones there
+    unless asked for stopped ones too; ``""`` is the default server), each with the user's id as the server's state
+    recorded it (``""`` when it did not)."""
+    running = {}
     for model in user_models:
-        if "servers" not in model:
-            # The hub leaves the key out when the token may not read servers: guessing "none" would be fatal.
-            raise HubAPIError(
-                f"the hub did not show the servers of user {model.get('name')!r}: the token needs "
-                "the read:servers scope"
-            )
-        running.update((model["name"], server) for server in model["servers"] or {})
-    return frozenset(running)
+        for server, server_model in _servers(model).items():
+            running[(model["name"], server)] = _recorded_user_id(server_model)
+    return running
+
+
+def user_ids(user_models: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """User name -> id, for every user one of whose servers' state (running or not) recorded it."""
+    ids = {}
+    for model in user_models:
+        for server_model in _servers(model).values():
+            if _recorded_user_id(server_model):
+                ids[model["name"]] = _recorded_user_id(server_model)
+    return ids
+
+
+def _servers(model: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "servers" not in model:
+        # The hub leaves the key out when the token may not read servers: guessing "none" would be fatal.
+        raise HubAPIError(
+            f"the hub did not show the servers of user {model.get('name')!r}: the token needs the read:servers scope"
+        )
+    return model["servers"] or {}
+
+
+def _recorded_user_id(server_model: Mapping[str, Any]) -> str:
+    """The user's key (:func:`.names.user_key`: id and creation time) as the server's state recorded it."""
+    state = server_model.get("state") or {}
+    return user_key(str(state.get(STATE_USER_ID) or ""), str(state.get(STATE_USER_CREATED) or ""))
 
 
 class HubClient:
@@ -124,14 +140,17 @@ class HubClient:
                 f"{', '.join(model.get('scopes') or []) or 'none'}"
             )
 
-    def list_users(self, state: str | None = None) -> list[dict[str, Any]]:
-        """All users (``state="active"``: only those with a server running, starting or stopping), page by page."""
+    def list_users(self, state: str | None = None, stopped_servers: bool = False) -> list[dict[str, Any]]:
+        """All users (``state="active"``: only those with a server running, starting or stopping), page by page;
+        with ``stopped_servers``, their stopped servers (and so their state) too."""
         users: list[dict[str, Any]] = []
         offset: int | None = 0
         while offset is not None:
             params: dict[str, str | int] = {"offset": offset, "limit": PAGE_SIZE}
             if state:
                 params["state"] = state
+            if stopped_servers:
+                params["include_stopped_servers"] = 1
             items, offset = page_items(self.get("/users", params))
             users.extend(items)
         return users
@@ -153,16 +172,21 @@ class HubClient:
                 raise HubAPIError(f"the hub has no user {name!r}") from e
             raise
 
-    def state(self, include_users: bool) -> HubState:
+    def state(self, include_users: bool) -> HubUsers:
+        """The running servers; with ``include_users``, every user's name and (where recorded) id too."""
         self.check_token()
         running = running_servers(self.list_users(state="active"))
-        users = frozenset(u["name"] for u in self.list_users()) if include_users else None
-        return HubState(running=running, users=users)
+        if not include_users:
+            return HubUsers(running=running)
+        everyone = self.list_users(stopped_servers=True)
+        return HubUsers(running=running, names=frozenset(u["name"] for u in everyone), ids=user_ids(everyone))
 
 
 def _refusal_hint(status: int) -> str:
     if status in (401, 403):
-        return " (is JUPYTERHUB_API_TOKEN a valid token with the scopes list:users and read:servers?)"
+        return (
+            " (is JUPYTERHUB_API_TOKEN a valid token with the scopes list:users, read:servers and admin:server_state?)"
+        )
     if status == 404:
         return " (is the URL the hub's API, ending in /hub/api?)"
     return ""

@@ -32,6 +32,7 @@ _LEGACY_ROLES = {names.ROLE_DATABASE: names.ROLE_SERVICE, names.ROLE_DATABASE_DA
 
 REASON_NO_SERVER = "no running server"
 REASON_DELETED_USER = "user no longer exists"
+REASON_NAME_GIVEN_ANEW = "user deleted, name given to a new user"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class Resource:
     user: str
     server: str
     role: str
+    #: the hub that made it (its prefix); "" for objects of releases that did not record it
+    hub: str = ""
+    #: the hub's id of the user; "" for objects of releases that did not record it
+    user_id: str = ""
+    #: when the hub created the user; "" for objects of releases that did not record it
+    user_created: str = ""
     #: a service's key (``db``, ``cache``) for its container and volume; "" for other objects
     service: str = ""
     #: containers only: Docker's state (``running``, ``exited``, ...)
@@ -52,6 +59,11 @@ class Resource:
     size: int | None = None
     #: containers only: why a stopped one stopped, when it was not asked to (``oom-killed (512M)``)
     note: str = ""
+
+    @property
+    def user_key(self) -> str:
+        """The user for good (:func:`.names.user_key`); "" for objects of releases that did not record it."""
+        return names.user_key(self.user_id, self.user_created)
 
     @property
     def sort_key(self) -> tuple[str, str, int, int, str, str, str]:
@@ -87,6 +99,9 @@ def _owner(labels: Mapping[str, str]) -> dict[str, str]:
         "server": labels.get(names.LABEL_SERVER, ""),
         "role": role,
         "service": service,
+        "hub": labels.get(names.LABEL_HUB, ""),
+        "user_id": labels.get(names.LABEL_USER_ID, ""),
+        "user_created": labels.get(names.LABEL_USER_CREATED, ""),
     }
 
 
@@ -156,62 +171,110 @@ def expected_name(resource: Resource, prefix: str, templates: names.NameTemplate
 
 
 def belongs_to_hub(resource: Resource, prefix: str, templates: names.NameTemplates) -> bool:
-    """Whether this hub made the object: its name is exactly what the hub's templates give for its labels.
+    """Whether this hub (identified by its prefix) made the object.
 
     Several hubs may share one Docker engine, and prefixes may be prefixes of each other (``jupyter`` and
-    ``jupyter-staging``), so a name merely starting with the prefix could be another hub's user's object.
-    Only when a template cannot be filled here does the prefix alone decide.
+    ``jupyter-staging``), so a name is never enough. An object with a hub label is this hub's exactly when the
+    label is ``prefix``. One made by a release that did not record the hub is this hub's only when its name is
+    exactly what this hub's templates give for its labels; when a template cannot be filled here it is left alone.
     """
     if not resource.user:
         return False
+    if resource.hub:
+        return resource.hub == prefix
     expected = expected_name(resource, prefix, templates)
-    if expected is None:
-        return resource.name.startswith(f"{prefix}-")
-    return resource.name == expected
+    return expected is not None and resource.name == expected
 
 
 def of_hub(resources: Iterable[Resource], prefix: str, templates: names.NameTemplates) -> list[Resource]:
     return [r for r in resources if belongs_to_hub(r, prefix, templates)]
 
 
-def find_orphans(
-    resources: Iterable[Resource],
-    running: frozenset[tuple[str, str]] | set[tuple[str, str]],
-    existing_users: frozenset[str] | set[str] | None = None,
-) -> list[Orphan]:
+def is_owned_by(resource: Resource, owner: names.Owner, templates: names.NameTemplates) -> bool:
+    """Whether the object is this hub user's: by hub and user id when it carries them (so a renamed user's
+    objects are found, and a deleted user's are never taken for a new user's of the same name), else (objects
+    of earlier releases) by user name and this hub's exact name for it."""
+    if resource.hub:
+        return resource.hub == owner.hub and resource.user_key == owner.key
+    return resource.user == owner.user and belongs_to_hub(resource, owner.hub, templates)
+
+
+@dataclass(frozen=True)
+class HubUsers:
+    """What the hub says about its users, as far as gc needs it."""
+
+    #: ``(user name, server)`` of every server running, starting or stopping, with the user's key
+    #: (:func:`.names.user_key`) when the server's state recorded it ("" otherwise)
+    running: Mapping[tuple[str, str], str]
+    #: every user's name; ``None`` when not asked for
+    names: frozenset[str] | None = None
+    #: user name -> key, for the users whose servers' state recorded it
+    ids: Mapping[str, str] | None = None
+
+
+def find_orphans(resources: Iterable[Resource], hub: HubUsers) -> list[Orphan]:
     """What may be removed.
 
-    Containers and networks are orphans when the hub has no running (or starting, or stopping) server
-    ``(user, server)`` behind them. Volumes hold users' files, so they are orphans only when ``existing_users``
-    is given and their user is not in it; a volume of an existing user, or one whose owner is unknown, never is.
+    Containers and networks are orphans when the hub has no running (or starting, or stopping) server behind
+    them. Volumes hold users' files, so they are orphans only when the hub's users were asked for
+    (``hub.names``) and the volume's user is gone: by id when the volume carries one (a renamed user keeps it), never
+    for a volume without an id (see :func:`unsure_volumes`).
     """
     orphans = []
     for resource in resources:
         if resource.kind in (KIND_CONTAINER, KIND_NETWORK):
-            if (resource.user, resource.server) not in running:
+            if not _has_running_server(resource, hub.running):
                 orphans.append(Orphan(resource, REASON_NO_SERVER))
-        elif (
-            resource.kind == KIND_VOLUME
-            and existing_users is not None
-            and resource.user
-            and resource.user not in existing_users
-        ):
-            orphans.append(Orphan(resource, REASON_DELETED_USER))
+        elif resource.kind == KIND_VOLUME and hub.names is not None:
+            reason = _why_user_is_gone(resource, hub.names, hub.ids or {})
+            if reason:
+                orphans.append(Orphan(resource, reason))
     return orphans
 
 
-def select_for_user(
+def _has_running_server(resource: Resource, running: Mapping[tuple[str, str], str]) -> bool:
+    key = resource.user_key
+    if key and (key, resource.server) in {(k, s) for (_, s), k in running.items() if k}:
+        return True  # the same user's server, possibly under a new name
+    running_key = running.get((resource.user, resource.server))
+    if running_key is None:
+        return False
+    # A server of that name runs: it is this object's unless both users are known and differ (a user of the same
+    # name, deleted, whose leftovers must not block or be kept for the new one).
+    return not (running_key and key and running_key != key)
+
+
+def _why_user_is_gone(resource: Resource, user_names: frozenset[str], ids: Mapping[str, str]) -> str:
+    key = resource.user_key
+    if not resource.user or not key:
+        return ""  # unknown owner, or a volume of an earlier release: see unsure_volumes
+    if key in set(ids.values()):
+        return ""  # the user exists, perhaps renamed
+    if resource.user not in user_names:
+        return REASON_DELETED_USER
+    if ids.get(resource.user) not in (None, key):
+        return REASON_NAME_GIVEN_ANEW
+    return ""  # a user of that name exists and who they are is unknown: keep
+
+
+def unsure_volumes(resources: Iterable[Resource], user_names: frozenset[str]) -> list[Resource]:
+    """Volumes of earlier releases (no user id) whose user name the hub no longer has. The user may have been
+    deleted, or renamed (a rename keeps the user but not the name), so gc never removes them; an admin decides."""
+    return [r for r in resources if r.kind == KIND_VOLUME and r.user and not r.user_id and r.user not in user_names]
+
+
+def select_for_owner(
     resources: Iterable[Resource],
-    username: str,
+    owner: names.Owner,
+    templates: names.NameTemplates,
     *,
     servername: str | None = None,
     include_volumes: bool = False,
-    name_prefix: str = "",
 ) -> list[Resource]:
-    """One user's objects (or one server's, when ``servername`` is given), volumes only when asked for."""
+    """One hub user's objects (or one server's, when ``servername`` is given), volumes only when asked for."""
     chosen = []
     for r in resources:
-        if r.user != username or not r.name.startswith(name_prefix):
+        if not is_owned_by(r, owner, templates):
             continue
         if servername is not None and r.server != servername:
             continue
@@ -219,6 +282,36 @@ def select_for_user(
             continue
         chosen.append(r)
     return chosen
+
+
+def names_kept_through_rename(
+    wanted: names.ResourceNames, volumes: Iterable[Resource], *, home_server: str, server: str
+) -> names.ResourceNames:
+    """``wanted`` with each volume the user already has (``volumes``: theirs by hub and user id) in place of the
+    name their current user name gives, so a user renamed in the hub keeps their home and their services' data.
+    A volume that already has the wanted name wins; several others of the same role are an admin's to sort out."""
+    found = [v for v in volumes if v.kind == KIND_VOLUME]
+
+    def kept(name: str, role: str, on_server: str, service: str = "") -> str:
+        candidates = {v.name for v in found if (v.role, v.server, v.service) == (role, on_server, service)}
+        if not name or not candidates or name in candidates:
+            return name
+        if len(candidates) > 1:
+            raise ValueError(
+                f"the user has several {role} volumes from earlier names ({', '.join(sorted(candidates))}) and "
+                f"none named {name}: an admin must keep one (docker volume rm the others, or copy them together)"
+            )
+        return candidates.pop()
+
+    return names.ResourceNames(
+        container=wanted.container,
+        home_volume=kept(wanted.home_volume, names.ROLE_HOME, home_server),
+        network=wanted.network,
+        services={
+            key: names.ServiceNames(n.container, kept(n.volume, names.ROLE_SERVICE_DATA, server, key))
+            for key, n in wanted.services.items()
+        },
+    )
 
 
 def group(resources: Iterable[Resource]) -> dict[str, dict[str, list[Resource]]]:

@@ -11,14 +11,23 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 #: Label keys. Every object the spawner creates carries ``LABEL_MANAGED``, so the CLI and the shared container view
 #: can find the project's objects without knowing any name template.
 LABEL_PREFIX = "org.multiuser-spawner"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+#: the identity of the hub that made the object (its ``prefix``): several hubs may share one Docker engine, and
+#: each touches only objects whose hub label is exactly its own
+LABEL_HUB = f"{LABEL_PREFIX}.hub"
+#: the user's name when the object was made (a rename in the hub does not change it)
 LABEL_USER = f"{LABEL_PREFIX}.user"
+#: the hub's id of the user (JupyterHub's ``User.id``): kept through a rename, so it says whose data a volume holds
+LABEL_USER_ID = f"{LABEL_PREFIX}.user-id"
+#: when the hub created the user: a hub database on SQLite gives a deleted user's id to the next user created, so
+#: the id and this time together tell a user from a later one of the same id
+LABEL_USER_CREATED = f"{LABEL_PREFIX}.user-created"
 LABEL_SERVER = f"{LABEL_PREFIX}.server"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
 #: the key of a per-user service (``db``, ``cache``) in ``services``, on its container and its volume
@@ -28,11 +37,18 @@ LABEL_PASSWORD = f"{LABEL_PREFIX}.password"
 #: where releases before per-user services kept the database's password (still read, never written)
 LABEL_DB_PASSWORD = f"{LABEL_PREFIX}.database-password"
 
+#: where a server's state (which the hub's API shows with the admin:server_state scope) records the user's id and
+#: creation time: the API shows no user ids otherwise, and ``gc`` must know a renamed user by them
+STATE_USER_ID = "multiuser_user_id"
+STATE_USER_CREATED = "multiuser_user_created"
+
 ROLE_NOTEBOOK = "notebook"
 ROLE_HOME = "home"
 ROLE_NETWORK = "network"
 ROLE_SERVICE = "service"
 ROLE_SERVICE_DATA = "service-data"
+#: a short-lived container that prepares a volume (the home's ownership fix)
+ROLE_HELPER = "helper"
 #: the roles of the one database of releases before per-user services: read as the service ``db``
 ROLE_DATABASE = "database"
 ROLE_DATABASE_DATA = "database-data"
@@ -205,15 +221,89 @@ def resource_names(templates: NameTemplates, fields: dict[str, str], services: I
     )
 
 
-def labels(role: str, username: str, servername: str = "", service: str = "") -> dict[str, str]:
-    """Labels for an object of ``role`` owned by one user (and server; volumes of a user carry ``""``), and of
-    one service when it is a service's container or volume."""
+@dataclass(frozen=True)
+class Owner:
+    """Whose an object is: one hub, one of its users (by name and by the hub's id) and one of their servers."""
+
+    hub: str
+    user: str
+    user_id: str
+    server: str = ""
+    #: when the hub created the user (ISO 8601); "" when unknown
+    user_created: str = ""
+
+    def labels(self, role: str, service: str = "") -> dict[str, str]:
+        return labels(role, self, service)
+
+    @property
+    def key(self) -> str:
+        return user_key(self.user_id, self.user_created)
+
+
+def user_key(user_id: str, created: str) -> str:
+    """One string that names one hub user for good: their id, and when they were created (see
+    :data:`LABEL_USER_CREATED`); "" when the id is unknown."""
+    if not user_id:
+        return ""
+    return f"{user_id}@{created}" if created else user_id
+
+
+def labels(role: str, owner: Owner, service: str = "") -> dict[str, str]:
+    """Labels for an object of ``role`` owned by ``owner`` (volumes of a user carry server ``""``), and of one
+    service when it is a service's container or volume."""
     result = {
         LABEL_MANAGED: "true",
-        LABEL_USER: username,
-        LABEL_SERVER: servername,
+        LABEL_HUB: owner.hub,
+        LABEL_USER: owner.user,
+        LABEL_USER_ID: owner.user_id,
+        LABEL_USER_CREATED: owner.user_created,
+        LABEL_SERVER: owner.server,
         LABEL_ROLE: role,
     }
     if service:
         result[LABEL_SERVICE] = service
     return result
+
+
+def owner_from_labels(found: Mapping[str, str]) -> Owner:
+    """The owner an object's labels name (``""`` for what an earlier release did not record)."""
+    return Owner(
+        hub=found.get(LABEL_HUB, ""),
+        user=found.get(LABEL_USER, ""),
+        user_id=found.get(LABEL_USER_ID, ""),
+        server=found.get(LABEL_SERVER, ""),
+        user_created=found.get(LABEL_USER_CREATED, ""),
+    )
+
+
+def claim_problem(found: Mapping[str, str], owner: Owner) -> str | None:
+    """Why an object of ours, found under a name this owner's templates give, is not the owner's; ``None`` when
+    it is. The server is not compared: a user-wide volume serves every server.
+
+    - Another hub's object (hub label not exactly ``owner.hub``) is never the owner's, whatever its name.
+    - With a user id, the id decides: the same id is the same user, even renamed; another id is a deleted user
+      of the same name, whose data a new user must never get silently.
+    - Objects of earlier releases carry neither hub nor id: found under this hub's exact name and labelled with
+      this user's name, they are the user's, as they always were.
+    """
+    if found.get(LABEL_MANAGED) != "true":
+        return None  # not made by the spawner at all: whether such an object may be used is decided elsewhere
+    hub = found.get(LABEL_HUB)
+    if hub is not None and hub != owner.hub:
+        return f"it belongs to another hub ({LABEL_HUB}={hub!r})"
+    user_id = found.get(LABEL_USER_ID)
+    if user_id:
+        theirs = owner_from_labels(found)
+        if theirs.key != owner.key:
+            return (
+                f"it belongs to the user {theirs.user!r} with id {_described(theirs)}, not to this user "
+                f"{owner.user!r} (id {_described(owner)}): a user of this name was deleted and the name given anew"
+            )
+        return None
+    if found.get(LABEL_USER, "") != owner.user:
+        return f"it belongs to the user {found.get(LABEL_USER, '')!r}, not to {owner.user!r}"
+    return None
+
+
+def _described(owner: Owner) -> str:
+    return f"{owner.user_id}, created {owner.user_created}" if owner.user_created else owner.user_id

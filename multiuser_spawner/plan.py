@@ -100,14 +100,14 @@ class ServiceInstance:
 SERVICE_RESTARTS_ON_FAILURE = 5
 
 
-def network_plan(name: str, username: str, servername: str) -> NetworkPlan:
-    return NetworkPlan(name=name, labels=names.labels(names.ROLE_NETWORK, username, servername))
+def network_plan(name: str, owner: names.Owner) -> NetworkPlan:
+    return NetworkPlan(name=name, labels=owner.labels(names.ROLE_NETWORK))
 
 
-def service_volume_plan(spec: services.ServiceSpec, volume: str, username: str, servername: str) -> VolumePlan:
+def service_volume_plan(spec: services.ServiceSpec, volume: str, owner: names.Owner) -> VolumePlan:
     """A service's data volume, labelled with a new password: the engine keeps the labels of a volume that
     exists, so the password is only ever the one made with the data."""
-    labels = names.labels(names.ROLE_SERVICE_DATA, username, servername, spec.key)
+    labels = owner.labels(names.ROLE_SERVICE_DATA, spec.key)
     labels[names.LABEL_PASSWORD] = services.new_password()
     return VolumePlan(name=volume, labels=labels)
 
@@ -121,8 +121,7 @@ def service_workload(
     instance: ServiceInstance,
     *,
     network: str,
-    username: str,
-    servername: str,
+    owner: names.Owner,
     hub_fields: Mapping[str, str],
     security: Security,
 ) -> Workload:
@@ -136,7 +135,7 @@ def service_workload(
         image=spec.image,
         command=services.render_list(spec.command, fields),
         environment=services.render(spec.environment, fields),
-        labels=names.labels(names.ROLE_SERVICE, username, servername, spec.key),
+        labels=owner.labels(names.ROLE_SERVICE, spec.key),
         network=network,
         aliases=(spec.alias,),
         hostname=spec.alias,

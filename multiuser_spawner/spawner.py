@@ -28,8 +28,21 @@ from jupyterhub.utils import recursive_update
 from tornado import web
 from traitlets import default
 
-from . import cleanup, container_spec, home, names, network, plan, profiles, readiness, services, startup, stop_notes
-from .docker_gateway import DockerGateway, DockerGatewayError, is_ours
+from . import (
+    cleanup,
+    container_spec,
+    home,
+    inventory,
+    names,
+    network,
+    plan,
+    profiles,
+    readiness,
+    services,
+    startup,
+    stop_notes,
+)
+from .docker_gateway import DockerGateway, DockerGatewayError
 from .local import LocalEngine
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
@@ -291,6 +304,11 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             return None
         return entry_on_path(self.volumes, self.home_mount_path, lambda t: self.format_volume_name(t, self))
 
+    def _home_server(self) -> str:
+        """The server label of the home volume: this server's when its template names the server, else ``""``
+        (one home for all the user's servers)."""
+        return (self.name or "") if uses_server_field(self._home_volume_template()) else ""
+
     def _home_volume_template(self) -> str:
         """The template the home volume's name comes from."""
         from_volumes = self._home_from_volumes()
@@ -328,12 +346,27 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             resolved = names.ResourceNames(self.object_name, resolved.home_volume, resolved.network, resolved.services)
         return resolved
 
+    async def _names_kept_through_rename(self, resources: names.ResourceNames) -> names.ResourceNames:
+        """A user renamed in the hub keeps their volumes: those made for their id under their earlier name."""
+        try:
+            return inventory.names_kept_through_rename(
+                resources,
+                await cleanup.volumes_of(self.gateway, self.owner()),
+                home_server=self._home_server(),
+                server=self.name or "",
+            )
+        except ValueError as e:
+            raise SpawnFailed(str(e)) from None
+
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
         if self._names is not None:
             state[STATE_NAMES] = self._names.as_state()
         if self._stop_note is not None:
             state[STATE_STOP_NOTE] = self._stop_note.as_state()
+        if self.user is not None:
+            owner = self.owner()  # for gc: see names.STATE_USER_ID
+            state[names.STATE_USER_ID], state[names.STATE_USER_CREATED] = owner.user_id, owner.user_created
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -368,7 +401,18 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             if key not in self._address_pools:
                 self._address_pools[key] = network.AddressPool(*key)
             pool = self._address_pools[key]
-        return LocalEngine(self.gateway, self.hub_container_name, pool, self.stop_timeout)
+        return LocalEngine(self.gateway, self.hub_container_name, pool, self.stop_timeout, self.owner())
+
+    def owner(self, server: str | None = None) -> names.Owner:
+        """Whose this server's objects are: this hub (its prefix is its identity), this user by name and by id,
+        and this server (or ``server``: ``""`` for what the user's servers share)."""
+        return names.Owner(
+            hub=self.prefix,
+            user=self.user.name,
+            user_id=str(self.user.id),
+            server=(self.name or "") if server is None else server,
+            user_created=self.user.created.isoformat() if self.user.created else "",
+        )
 
     def _server_network(self, resources: names.ResourceNames) -> str:
         """A private network of its own, unless the admin opened it up and the server has no services."""
@@ -425,6 +469,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         service_starts: list[asyncio.Future] = []
         instances: list[plan.ServiceInstance] = []
         try:
+            self._names = resources = await self._names_kept_through_rename(resources)
             image_info = await self._ensure_image(progress)
             extra_create = await self._admin_extra(self.extra_create_kwargs)  # one evaluation, for every use
             image_user = self._container_user(image_info, extra_create)
@@ -525,8 +570,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         created = await home.ensure_home_volume(
             self.gateway,
             volume=resources.home_volume,
-            username=self.user.name,
-            servername=self.name if uses_server_field(self._home_volume_template()) else "",
+            owner=self.owner(server=self._home_server()),
             image=self.image,
             image_id=image_info["Id"],
             image_user=image_user,
@@ -542,7 +586,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     ) -> None:
         if self._server_network(resources) != resources.network:
             return
-        made = await self.backend.ensure_network(plan.network_plan(resources.network, self.user.name, self.name or ""))
+        made = await self.backend.ensure_network(plan.network_plan(resources.network, self.owner()))
         if made:
             created.append(("network", resources.network))
         progress.stage("network", f"Private network {resources.network} is ready")
@@ -554,7 +598,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         service_names = resources.services[spec.key]
         if not spec.volume:
             return plan.ServiceInstance(spec, service_names, services.new_password())
-        volume = plan.service_volume_plan(spec, service_names.volume, self.user.name, self.name or "")
+        volume = plan.service_volume_plan(spec, service_names.volume, self.owner())
         labels, made = await self.backend.ensure_volume(volume)
         password = plan.password_of_volume(labels)
         if not password:
@@ -599,8 +643,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         workload = plan.service_workload(
             instance,
             network=resources.network,
-            username=self.user.name,
-            servername=self.name or "",
+            owner=self.owner(),
             hub_fields=self.template_namespace(),
             security=self._security(cap_drop=["ALL"], cap_add=spec.cap_add),
         )
@@ -653,7 +696,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         workload = await self._notebook_workload(resources, image_info, extra_create)
         if not self.remove:
             existing = await self.gateway.inspect_container(resources.container)
-            if existing is not None and is_ours(existing):
+            if existing is not None and self.backend.claims(existing):
                 # DockerSpawner's remove=False: the kept container starts again, with the token it was made with
                 self.object_id = existing["Id"]
                 self._reuse_api_token(existing)
@@ -696,7 +739,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             image=self.image,
             command=tuple(command),
             environment=self.get_env(),
-            labels=names.labels(names.ROLE_NOTEBOOK, self.user.name, self.name or ""),
+            labels=self.owner().labels(names.ROLE_NOTEBOOK),
             network=self._server_network(resources),
             mounts=tuple(mounts),
             ports=(self.port,),
@@ -843,14 +886,15 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
 
     async def delete_forever(self) -> None:
         """The hub deletes this server (or its user): remove its containers and network, and its volumes only
-        when ``remove_volumes_on_delete`` says so. Only this hub's objects (by name prefix) are touched."""
+        when ``remove_volumes_on_delete`` says so. Only this hub's objects of this user (by hub and user id labels,
+        see :func:`.inventory.is_owned_by`) are touched."""
         removed = await cleanup.delete_user_resources(
             self.gateway,
-            self.user.name,
+            self.owner(),
+            self._templates(),
             remove_volumes=self.remove_volumes_on_delete,
             hub_container=self.hub_container_name,
             servername=self.name or "",
-            name_prefix=f"{self.prefix}-",
             stop_timeout=self.stop_timeout,
         )
         self.log.info("Deleted %s: %s", self._log_name, ", ".join(removed) or "nothing was left")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import docker
@@ -40,16 +41,21 @@ def server_names(hub, user: str, server: str = "") -> names.ResourceNames:
     return names.resource_names(names.NameTemplates(), names.template_fields(hub.prefix, user, server))
 
 
+def owner(hub, user: str, server: str = "") -> names.Owner:
+    """A user of ``hub`` with a made-up id of their own (from their name: far above any test hub's ids)."""
+    return names.Owner(hub=hub.prefix, user=user, user_id=str(zlib.crc32(user.encode()) + 1000), server=server)
+
+
 def make_leftovers(docker_client, hub, user: str, server: str = "") -> names.ResourceNames:
     """What a crashed hub could leave behind: a server's network and running container, labelled as the
     spawner labels them, with no server in the hub behind them."""
     resources = server_names(hub, user, server)
-    docker_client.networks.create(resources.network, labels=names.labels(names.ROLE_NETWORK, user, server))
+    docker_client.networks.create(resources.network, labels=owner(hub, user, server).labels(names.ROLE_NETWORK))
     docker_client.containers.run(
         SINGLEUSER_IMAGE,
         ["sleep", "600"],
         name=resources.container,
-        labels=names.labels(names.ROLE_NOTEBOOK, user, server),
+        labels=owner(hub, user, server).labels(names.ROLE_NOTEBOOK),
         network=resources.network,
         init=True,  # so a stop takes no grace period
         detach=True,
@@ -57,8 +63,8 @@ def make_leftovers(docker_client, hub, user: str, server: str = "") -> names.Res
     return resources
 
 
-def make_volume(docker_client, name: str, role: str, user: str) -> None:
-    docker_client.volumes.create(name, labels=names.labels(role, user))
+def make_volume(docker_client, hub, name: str, role: str, user: str) -> None:
+    docker_client.volumes.create(name, labels=owner(hub, user).labels(role))
 
 
 def exists(docker_client, kind: str, name: str) -> bool:
@@ -97,12 +103,14 @@ def test_gc_removes_orphans_only_with_yes_and_volumes_only_of_deleted_users(hub,
     hub.start_server("alice")
     alice = server_names(hub, "alice")
     bob = make_leftovers(docker_client, hub, "bob")
-    make_volume(docker_client, f"{hub.prefix}-bob_home", names.ROLE_HOME, "bob")
+    make_volume(docker_client, hub, f"{hub.prefix}-bob_home", names.ROLE_HOME, "bob")
     gone_home = f"{hub.prefix}-gone_home"
-    make_volume(docker_client, gone_home, names.ROLE_HOME, "gone")
-    # another hub on the same engine whose prefix starts with ours: never this hub's to collect
+    make_volume(docker_client, hub, gone_home, names.ROLE_HOME, "gone")
+    # another hub on the same engine whose prefix starts with ours, made by a release without hub labels: never
+    # this hub's to collect (tests/test_two_hubs.py has two real hubs)
     foreign_network = f"{hub.prefix}-other-bob_net"
-    docker_client.networks.create(foreign_network, labels=names.labels(names.ROLE_NETWORK, "bob"))
+    legacy_labels = {names.LABEL_MANAGED: "true", names.LABEL_USER: "bob", names.LABEL_ROLE: names.ROLE_NETWORK}
+    docker_client.networks.create(foreign_network, labels=legacy_labels)
 
     dry = run_cli(hub, "gc")
     assert dry.returncode == 0, dry.stderr
@@ -161,20 +169,21 @@ def test_gc_removes_nothing_when_the_hub_cannot_be_asked(hub, docker_client):
 async def test_delete_user_resources_keeps_volumes_unless_asked(hub, docker_client):
     carol = make_leftovers(docker_client, hub, "carol")
     carol_lab = make_leftovers(docker_client, hub, "carol", "lab")
-    make_volume(docker_client, carol.home_volume, names.ROLE_HOME, "carol")
+    make_volume(docker_client, hub, carol.home_volume, names.ROLE_HOME, "carol")
     dave = make_leftovers(docker_client, hub, "dave")
     gateway = DockerGateway.connect({}, concurrency=4, view_max_age=5)
-    prefix = f"{hub.prefix}-"
+    templates = names.NameTemplates()
+    carol_owner = owner(hub, "carol")
 
-    removed = await delete_user_resources(gateway, "carol", False, servername="lab", name_prefix=prefix)
+    removed = await delete_user_resources(gateway, carol_owner, templates, False, servername="lab")
     assert sorted(removed) == [f"container {carol_lab.container}", f"network {carol_lab.network}"]
     assert exists(docker_client, "container", carol.container)
 
-    removed = await delete_user_resources(gateway, "carol", False, name_prefix=prefix)
+    removed = await delete_user_resources(gateway, carol_owner, templates, False)
     assert sorted(removed) == [f"container {carol.container}", f"network {carol.network}"]
     assert exists(docker_client, "volume", carol.home_volume)
 
-    removed = await delete_user_resources(gateway, "carol", True, name_prefix=prefix)
+    removed = await delete_user_resources(gateway, carol_owner, templates, True)
     assert removed == [f"volume {carol.home_volume}"]
     assert not exists(docker_client, "volume", carol.home_volume)
     # another user's objects are untouched

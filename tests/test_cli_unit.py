@@ -16,10 +16,32 @@ from multiuser_spawner import cleanup, cli, doctor, hub_api, inventory, names
 from multiuser_spawner.inventory import Orphan, Resource
 
 P = "jupyter"
+IDS = {"alice": "1", "bob": "2", "carol": "3"}
+
+
+def owner(user: str, server: str = "", hub: str = P) -> names.Owner:
+    return names.Owner(hub=hub, user=user, user_id=IDS.get(user, "99"), server=server)
 
 
 def lab(role: str, user: str, server: str = "") -> dict[str, str]:
-    return names.labels(role, user, server)
+    return names.labels(role, owner(user, server))
+
+
+def legacy_lab(role: str, user: str, server: str = "") -> dict[str, str]:
+    """Labels as releases before hub and user ids made them."""
+    labels = lab(role, user, server)
+    del labels[names.LABEL_HUB], labels[names.LABEL_USER_ID], labels[names.LABEL_USER_CREATED]
+    return labels
+
+
+def hub_users(running=(), users=None, ids=None) -> inventory.HubUsers:
+    """What the hub says: ``running`` servers as (user, server) pairs, their ids from ``ids`` when given."""
+    known = ids or {}
+    return inventory.HubUsers(
+        running={(u, s): known.get(u, "") for u, s in running},
+        names=frozenset(users) if users is not None else None,
+        ids=known,
+    )
 
 
 CONTAINERS = [
@@ -90,7 +112,22 @@ def test_volume_sizes_skips_unknown_sizes():
     assert inventory.volume_sizes({"Volumes": None}) == {}
 
 
-def test_objects_of_this_hub_are_named_exactly_as_its_templates_say():
+def test_objects_of_this_hub_are_those_with_its_hub_label_whatever_their_name():
+    templates = names.NameTemplates()
+
+    def resource(name: str, hub: str) -> Resource:
+        return Resource(kind="container", name=name, id=name, user="alice", server="", role="notebook", hub=hub)
+
+    assert inventory.belongs_to_hub(resource("jupyter-alice", P), P, templates)
+    assert inventory.belongs_to_hub(resource("renamed-by-hand", P), P, templates)
+    # exact match: neither a hub whose prefix starts with ours, nor one ours starts with
+    assert not inventory.belongs_to_hub(resource("jupyter-alice", "jupyter-staging"), P, templates)
+    assert not inventory.belongs_to_hub(resource("jupyter-staging-alice", "jupyter-staging"), P, templates)
+    assert not inventory.belongs_to_hub(resource("jupyter-alice", "jupyter"), "jupyter-staging", templates)
+    assert not inventory.belongs_to_hub(resource("jupyter-alice", "jupyte"), P, templates)
+
+
+def test_objects_of_earlier_releases_of_this_hub_are_named_exactly_as_its_templates_say():
     templates = names.NameTemplates()
 
     def resource(name: str, role: str, user: str, server: str = "") -> Resource:
@@ -108,16 +145,18 @@ def test_objects_of_this_hub_are_named_exactly_as_its_templates_say():
     assert not inventory.belongs_to_hub(resource("jupyter-doctor_x_net", "network", ""), P, templates)
 
 
-def test_a_template_the_cli_cannot_fill_falls_back_to_the_prefix():
+def test_an_old_object_whose_template_the_cli_cannot_fill_is_left_alone():
     templates = names.NameTemplates(container="{prefix}-{username}")  # DockerSpawner's escaped name
     r = Resource(kind="container", name="jupyter-alice", id="c", user="alice", server="", role="notebook")
     assert inventory.expected_name(r, P, templates) is None
-    assert inventory.belongs_to_hub(r, P, templates)
-    assert not inventory.belongs_to_hub(r, "other", templates)
+    # a name prefix is never enough: "jupyter-alice" may be hub jupyter-staging's... or anyone's
+    assert not inventory.belongs_to_hub(r, P, templates)
+    # with this release's hub label, the label decides
+    assert inventory.belongs_to_hub(Resource(**{**r.__dict__, "hub": P}), P, templates)
 
 
 def test_containers_and_networks_without_a_running_server_are_orphans(resources):
-    orphans = inventory.find_orphans(resources, running={("alice", "")})
+    orphans = inventory.find_orphans(resources, hub_users(running={("alice", "")}))
     assert [(o.resource.name, o.resource.kind, o.reason) for o in orphans] == [
         ("jupyter-alice.lab_db", "container", inventory.REASON_NO_SERVER),
         ("jupyter-alice.lab_net", "network", inventory.REASON_NO_SERVER),
@@ -126,21 +165,20 @@ def test_containers_and_networks_without_a_running_server_are_orphans(resources)
 
 
 def test_volumes_go_only_for_deleted_users_and_only_when_asked(resources):
-    everything_stopped = frozenset()
-    assert not [o for o in inventory.find_orphans(resources, everything_stopped) if o.resource.kind == "volume"]
-    orphans = inventory.find_orphans(resources, everything_stopped, existing_users={"alice", "bob"})
+    assert not [o for o in inventory.find_orphans(resources, hub_users()) if o.resource.kind == "volume"]
+    orphans = inventory.find_orphans(resources, hub_users(users={"alice", "bob"}))
     volumes = [o for o in orphans if o.resource.kind == "volume"]
     assert [(o.resource.name, o.reason) for o in volumes] == [("jupyter-carol_home", inventory.REASON_DELETED_USER)]
 
 
 def test_a_volume_without_owner_is_never_an_orphan():
     ownerless = Resource(kind="volume", name="jupyter-x", id="jupyter-x", user="", server="", role="home")
-    assert inventory.find_orphans([ownerless], frozenset(), existing_users=frozenset()) == []
+    assert inventory.find_orphans([ownerless], hub_users(users=())) == []
 
 
-def test_select_for_user_by_server_volumes_and_prefix(resources):
+def test_select_for_owner_by_server_and_volumes(resources):
     def chosen(**kwargs) -> list[str]:
-        return [r.name for r in inventory.select_for_user(resources, "alice", **kwargs)]
+        return [r.name for r in inventory.select_for_owner(resources, owner("alice"), names.NameTemplates(), **kwargs)]
 
     assert chosen() == ["jupyter-alice", "jupyter-alice.lab_db", "jupyter-alice.lab_net"]
     assert chosen(include_volumes=True) == [
@@ -155,7 +193,96 @@ def test_select_for_user_by_server_volumes_and_prefix(resources):
         "jupyter-alice.lab_net",
         "jupyter-alice.lab_db",
     ]
-    assert chosen(name_prefix="other-") == []
+    # another hub's alice, or a deleted alice of this hub, owns none of these
+    other_hub = owner("alice", hub="jupyter-staging")
+    assert inventory.select_for_owner(resources, other_hub, names.NameTemplates(), include_volumes=True) == []
+    new_alice = names.Owner(hub=P, user="alice", user_id="7")
+    assert inventory.select_for_owner(resources, new_alice, names.NameTemplates(), include_volumes=True) == []
+
+
+def volume(name: str, user: str, user_id: str, role: str = "home", server: str = "", service: str = "") -> Resource:
+    return Resource(
+        kind="volume", name=name, id=name, user=user, server=server, role=role, hub=P, user_id=user_id, service=service
+    )
+
+
+def test_a_renamed_users_volumes_are_kept_by_id_and_a_deleted_users_go():
+    renamed = volume("jupyter-alice_home", "alice", "1")  # alice is now called alicia
+    deleted = volume("jupyter-bob_home", "bob", "2")
+    namesake = volume("jupyter-carol_home", "carol", "3")  # carol deleted, a new carol (id 8) made
+    everyone = hub_users(users={"alicia", "carol"}, ids={"alicia": "1", "carol": "8"})
+    orphans = inventory.find_orphans([renamed, deleted, namesake], everyone)
+    assert [(o.resource.name, o.reason) for o in orphans] == [
+        ("jupyter-bob_home", inventory.REASON_DELETED_USER),
+        ("jupyter-carol_home", inventory.REASON_NAME_GIVEN_ANEW),
+    ]
+    # a user of that name exists and the hub recorded no id for them: kept
+    assert inventory.find_orphans([namesake], hub_users(users={"carol"}, ids={})) == []
+
+
+def test_an_id_given_again_by_the_hub_is_another_user():
+    first = Resource(
+        kind="volume",
+        name="jupyter-ida_home",
+        id="v",
+        user="ida",
+        server="",
+        role="home",
+        hub=P,
+        user_id="5",
+        user_created="2026-01-01T10:00:00.000001",
+    )
+    second_ida = names.user_key("5", "2026-03-01T10:00:00.000002")  # SQLite reused the deleted ida's id
+    (orphan,) = inventory.find_orphans([first], hub_users(users={"ida"}, ids={"ida": second_ida}))
+    assert orphan.reason == inventory.REASON_NAME_GIVEN_ANEW
+    assert not inventory.is_owned_by(
+        first, names.Owner(P, "ida", "5", "", "2026-03-01T10:00:00.000002"), names.NameTemplates()
+    )
+    assert inventory.is_owned_by(
+        first, names.Owner(P, "ida", "5", "", "2026-01-01T10:00:00.000001"), names.NameTemplates()
+    )
+
+
+def test_volumes_of_earlier_releases_are_never_removed_when_their_name_is_gone():
+    old = Resource(kind="volume", name="jupyter-alice_home", id="v", user="alice", server="", role="home")
+    assert inventory.find_orphans([old], hub_users(users={"alicia"})) == []
+    assert inventory.unsure_volumes([old], frozenset({"alicia"})) == [old]
+    assert inventory.unsure_volumes([old], frozenset({"alice"})) == []
+
+
+def test_a_renamed_users_running_server_keeps_its_containers():
+    container = Resource(
+        kind="container", name="jupyter-alice", id="c", user="alice", server="", role="notebook", hub=P, user_id="1"
+    )
+    assert inventory.find_orphans([container], hub_users(running={("alicia", "")}, ids={"alicia": "1"})) == []
+    # a deleted alice's leftover, while a new alice (id 8) runs: an orphan
+    (orphan,) = inventory.find_orphans([container], hub_users(running={("alice", "")}, ids={"alice": "8"}))
+    assert orphan.reason == inventory.REASON_NO_SERVER
+    # the running server's id is unknown (started before ids were recorded): its name keeps it
+    assert inventory.find_orphans([container], hub_users(running={("alice", "")})) == []
+
+
+def test_a_renamed_user_keeps_the_volumes_made_for_their_id():
+    wanted = names.resource_names(names.NameTemplates(), names.template_fields(P, "alicia", ""), ["db"])
+    theirs = [
+        volume("jupyter-alice_home", "alice", "1"),
+        volume("jupyter-alice_db", "alice", "1", role="service-data", service="db"),
+    ]
+    kept = inventory.names_kept_through_rename(wanted, theirs, home_server="", server="")
+    assert (kept.home_volume, kept.services["db"].volume) == ("jupyter-alice_home", "jupyter-alice_db")
+    assert (kept.container, kept.network) == (wanted.container, wanted.network)  # those are made anew
+    # a volume under the current name wins; none found: the current name
+    both = [*theirs, volume("jupyter-alicia_home", "alicia", "1")]
+    assert inventory.names_kept_through_rename(wanted, both, home_server="", server="").home_volume == (
+        "jupyter-alicia_home"
+    )
+    assert inventory.names_kept_through_rename(wanted, [], home_server="", server="") == wanted
+    # another server's service volume is not this server's
+    other_server = [volume("jupyter-alice.lab_db", "alice", "1", role="service-data", server="lab", service="db")]
+    assert inventory.names_kept_through_rename(wanted, other_server, home_server="", server="") == wanted
+    several = [volume("jupyter-a_home", "a", "1"), volume("jupyter-b_home", "b", "1")]
+    with pytest.raises(ValueError, match="several home volumes.*jupyter-a_home, jupyter-b_home"):
+        inventory.names_kept_through_rename(wanted, several, home_server="", server="")
 
 
 def test_json_groups_by_user_then_server(resources):
@@ -165,9 +292,27 @@ def test_json_groups_by_user_then_server(resources):
     alice = document["users"][0]
     assert [s["name"] for s in alice["servers"]] == ["", "lab"]
     default, lab_server = alice["servers"]
-    assert default["containers"] == [{"name": "jupyter-alice", "id": "c1", "role": "notebook", "state": "running"}]
+    assert default["containers"] == [
+        {
+            "name": "jupyter-alice",
+            "id": "c1",
+            "role": "notebook",
+            "hub": P,
+            "user_id": "1",
+            "user_created": "",
+            "state": "running",
+        }
+    ]
     assert default["volumes"] == [
-        {"name": "jupyter-alice_home", "id": "jupyter-alice_home", "role": "home", "size": 12_345_678}
+        {
+            "name": "jupyter-alice_home",
+            "id": "jupyter-alice_home",
+            "role": "home",
+            "hub": P,
+            "user_id": "1",
+            "user_created": "",
+            "size": 12_345_678,
+        }
     ]
     assert default["networks"] == []
     assert [n["name"] for n in lab_server["networks"]] == ["jupyter-alice.lab_net"]
@@ -199,9 +344,9 @@ def test_default_api_url_from_environment():
 
 
 def test_filtered_scopes_do_not_count():
-    assert hub_api.missing_scopes(["list:users", "read:servers", "access:servers"]) == []
-    assert hub_api.missing_scopes(["list:users!group=class", "read:servers"]) == ["list:users"]
-    assert hub_api.missing_scopes([]) == ["list:users", "read:servers"]
+    assert hub_api.missing_scopes(["list:users", "read:servers", "admin:server_state", "access:servers"]) == []
+    assert hub_api.missing_scopes(["list:users!group=class", "read:servers", "admin:server_state"]) == ["list:users"]
+    assert hub_api.missing_scopes([]) == ["list:users", "read:servers", "admin:server_state"]
 
 
 def test_page_items_follows_pagination_and_accepts_plain_lists():
@@ -214,12 +359,19 @@ def test_page_items_follows_pagination_and_accepts_plain_lists():
         hub_api.page_items({"error": "?"})
 
 
-def test_running_servers_come_from_the_servers_dicts():
+def test_running_servers_come_from_the_servers_dicts_with_the_ids_their_state_recorded():
     models = [
-        {"name": "alice", "servers": {"": {"ready": True}, "lab": {"ready": False, "pending": "spawn"}}},
+        {
+            "name": "alice",
+            "servers": {
+                "": {"ready": True, "state": {names.STATE_USER_ID: "4", "object_id": "x"}},
+                "lab": {"ready": False, "pending": "spawn"},  # started before ids were recorded
+            },
+        },
         {"name": "bob", "servers": {}},
     ]
-    assert hub_api.running_servers(models) == {("alice", ""), ("alice", "lab")}
+    assert hub_api.running_servers(models) == {("alice", ""): "4", ("alice", "lab"): ""}
+    assert hub_api.user_ids(models) == {"alice": "4"}
 
 
 def test_a_user_without_servers_key_means_the_token_cannot_see_them():
@@ -231,11 +383,12 @@ class FakeHub(BaseHTTPRequestHandler):
     """Just enough of the hub's API: /user and a paginated /users, one user per page."""
 
     users = [
-        {"name": "alice", "servers": {"": {}}},
+        {"name": "alice", "servers": {"": {"state": {names.STATE_USER_ID: "1"}}}},
         {"name": "bob", "servers": {}},
         {"name": "carol", "servers": {"x": {}}},
     ]
-    scopes = ["list:users", "read:servers"]
+    stopped_servers = {"bob": {"": {"stopped": True, "state": {names.STATE_USER_ID: "2"}}}}
+    scopes = ["list:users", "read:servers", "admin:server_state"]
 
     def do_GET(self):  # noqa: N802 - the name http.server calls
         url = urlparse(self.path)
@@ -248,6 +401,9 @@ class FakeHub(BaseHTTPRequestHandler):
             users = self.users
             if query.get("state") == ["active"]:
                 users = [u for u in users if u["servers"]]
+            if query.get("include_stopped_servers") == ["1"]:
+                stopped = self.stopped_servers
+                users = [{**u, "servers": {**u["servers"], **stopped.get(u["name"], {})}} for u in users]
             offset = int(query["offset"][0])
             following = {"offset": offset + 1} if offset + 1 < len(users) else None
             self._send(200, {"items": users[offset : offset + 1], "_pagination": {"next": following}})
@@ -278,16 +434,20 @@ def fake_hub():
 
 def test_hub_client_reads_every_page(fake_hub):
     state = hub_api.HubClient(fake_hub, "secret").state(include_users=True)
-    assert state.running == {("alice", ""), ("carol", "x")}
-    assert state.users == {"alice", "bob", "carol"}
-    assert hub_api.HubClient(fake_hub, "secret").state(include_users=False).users is None
+    assert state.running == {("alice", ""): "1", ("carol", "x"): ""}
+    assert state.names == {"alice", "bob", "carol"}
+    assert state.ids == {"alice": "1", "bob": "2"}  # bob's from his stopped server's state
+    assert hub_api.HubClient(fake_hub, "secret").state(include_users=False).names is None
 
 
 def test_hub_client_refuses_a_bad_token_or_missing_scopes(fake_hub, monkeypatch):
     with pytest.raises(hub_api.HubAPIError, match="HTTP 403"):
         hub_api.HubClient(fake_hub, "wrong").state(include_users=False)
-    monkeypatch.setattr(FakeHub, "scopes", ["list:users!group=x", "read:servers"])
+    monkeypatch.setattr(FakeHub, "scopes", ["list:users!group=x", "read:servers", "admin:server_state"])
     with pytest.raises(hub_api.HubAPIError, match="lacks the scopes list:users"):
+        hub_api.HubClient(fake_hub, "secret").state(include_users=False)
+    monkeypatch.setattr(FakeHub, "scopes", ["list:users", "read:servers"])
+    with pytest.raises(hub_api.HubAPIError, match="lacks the scopes admin:server_state"):
         hub_api.HubClient(fake_hub, "secret").state(include_users=False)
 
 
@@ -418,9 +578,11 @@ def test_a_bad_service_in_the_config_is_a_cli_error():
 
 
 def test_objects_of_the_first_release_are_read_as_the_service_db():
-    old = inventory.from_container({"Id": "c", "Names": ["/jupyter-alice_db"], "Labels": lab("database", "alice")})
+    old = inventory.from_container(
+        {"Id": "c", "Names": ["/jupyter-alice_db"], "Labels": legacy_lab("database", "alice")}
+    )
     new = inventory.from_container(
-        {"Id": "c", "Names": ["/jupyter-alice_db"], "Labels": names.labels("service", "alice", "", "db")}
+        {"Id": "c", "Names": ["/jupyter-alice_db"], "Labels": names.labels("service", owner("alice"), "db")}
     )
     assert (old.role, old.service) == (new.role, new.service) == ("service", "db")
     assert inventory.belongs_to_hub(old, "jupyter", names.NameTemplates())

@@ -139,8 +139,9 @@ def test_network_on_a_subnet_of_its_own():
 
 def test_home_ownership_container_runs_as_root_with_only_chown():
     spec = cs.home_ownership_container(
-        name="v-init", image="img", volume="v", mount_path="/home/jovyan", owner="jovyan"
+        name="v-init", image="img", volume="v", mount_path="/home/jovyan", owner="jovyan", labels={"k": "v"}
     )
+    assert spec.create["labels"] == {"k": "v"}  # so gc sees one a crash left behind
     assert spec.create["user"] == "0"
     assert spec.create["command"] == ["jovyan", "/home/jovyan"]
     assert spec.host_config["cap_drop"] == ["ALL"] and spec.host_config["cap_add"] == ["CHOWN"]

@@ -128,14 +128,47 @@ def test_template_errors_name_the_setting():
         names.render_name("{prefix}/{user}", fields, "home_volume_name_template")
 
 
+ALICE = names.Owner(hub="jupyter", user="alice", user_id="7")
+
+
 def test_service_labels_carry_the_service():
-    assert names.labels(names.ROLE_SERVICE, "alice", "", "cache")["org.multiuser-spawner.service"] == "cache"
+    assert names.labels(names.ROLE_SERVICE, ALICE, "cache")["org.multiuser-spawner.service"] == "cache"
 
 
-def test_labels_carry_the_raw_names():
-    assert names.labels(names.ROLE_HOME, "A.b", "") == {
+def test_labels_carry_the_hub_the_raw_names_and_the_user_id():
+    owner = names.Owner(hub="jupyter-staging", user="A.b", user_id="12", user_created="2026-01-02T03:04:05.000006")
+    assert owner.labels(names.ROLE_HOME) == {
         "org.multiuser-spawner.managed": "true",
+        "org.multiuser-spawner.hub": "jupyter-staging",
         "org.multiuser-spawner.user": "A.b",
+        "org.multiuser-spawner.user-id": "12",
+        "org.multiuser-spawner.user-created": "2026-01-02T03:04:05.000006",
         "org.multiuser-spawner.server": "",
         "org.multiuser-spawner.role": "home",
     }
+
+
+def test_an_owner_claims_its_own_objects_even_renamed_and_objects_of_earlier_releases_by_name():
+    assert names.claim_problem(ALICE.labels(names.ROLE_HOME), ALICE) is None
+    renamed = names.Owner(hub="jupyter", user="alicia", user_id="7")
+    assert names.claim_problem(ALICE.labels(names.ROLE_HOME), renamed) is None
+    new_keys = (names.LABEL_HUB, names.LABEL_USER_ID, names.LABEL_USER_CREATED)
+    legacy = {k: v for k, v in ALICE.labels(names.ROLE_HOME).items() if k not in new_keys}
+    assert names.claim_problem(legacy, ALICE) is None
+    # not ours at all (e.g. DockerSpawner's volume): decided elsewhere
+    assert names.claim_problem({}, ALICE) is None
+
+
+def test_an_owner_never_claims_another_hubs_or_a_deleted_namesakes_objects():
+    other_hub = names.Owner(hub="jupyter-staging", user="alice", user_id="7").labels(names.ROLE_HOME)
+    assert "another hub" in names.claim_problem(other_hub, ALICE)
+    namesake = names.Owner(hub="jupyter", user="alice", user_id="3").labels(names.ROLE_HOME)
+    problem = names.claim_problem(namesake, ALICE)
+    assert "id 3" in problem and "deleted" in problem
+    # a hub database on SQLite gives a deleted user's id to the next user: the creation time tells them apart
+    first = names.Owner(hub="jupyter", user="alice", user_id="7", user_created="2026-01-01T10:00:00.000001")
+    second = names.Owner(hub="jupyter", user="alice", user_id="7", user_created="2026-03-01T10:00:00.000002")
+    assert "deleted" in names.claim_problem(first.labels(names.ROLE_HOME), second)
+    assert names.claim_problem(first.labels(names.ROLE_HOME), first) is None
+    legacy_of_bob = {names.LABEL_MANAGED: "true", names.LABEL_USER: "staging-alice", names.LABEL_ROLE: "home"}
+    assert "'staging-alice'" in names.claim_problem(legacy_of_bob, names.Owner("jupyter", "alice", "7"))

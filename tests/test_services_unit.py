@@ -125,8 +125,7 @@ def test_service_workload_is_private_limited_and_templated():
     workload = plan.service_workload(
         cache,
         network="jupyter-alice_net",
-        username="alice",
-        servername="",
+        owner=names.Owner(hub="jupyter", user="alice", user_id="3", user_created="2026-01-02T03:04:05.000006"),
         hub_fields=HUB_FIELDS,
         security=plan.Security(cap_add=("SETUID",)),
     )
@@ -137,7 +136,10 @@ def test_service_workload_is_private_limited_and_templated():
         environment={},
         labels={
             "org.multiuser-spawner.managed": "true",
+            "org.multiuser-spawner.hub": "jupyter",
             "org.multiuser-spawner.user": "alice",
+            "org.multiuser-spawner.user-id": "3",
+            "org.multiuser-spawner.user-created": "2026-01-02T03:04:05.000006",
             "org.multiuser-spawner.server": "",
             "org.multiuser-spawner.role": "service",
             "org.multiuser-spawner.service": "cache",

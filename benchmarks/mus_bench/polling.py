@@ -67,6 +67,12 @@ class FakeUser:
         return self.name
 
     @property
+    def id(self) -> str:
+        return self.name  # the containers below carry it as their user id
+
+    created = None  # unknown, as on the containers below
+
+    @property
     def url(self) -> str:
         return f"/user/{self.name}/"
 
@@ -81,7 +87,7 @@ def make_poll_containers(api: docker.APIClient, prefix: str, n: int) -> dict[str
             SINGLEUSER_IMAGE,
             command=["sleep", "infinity"],
             name=name,
-            labels=names.labels(names.ROLE_NOTEBOOK, user, ""),
+            labels=names.Owner(hub=prefix, user=user, user_id=user).labels(names.ROLE_NOTEBOOK),
             host_config=api.create_host_config(network_mode="none", init=True),
         )
         api.start(created["Id"])
