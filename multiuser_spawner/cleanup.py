@@ -81,19 +81,15 @@ async def delete_user_resources(
     """Remove the containers and networks of ``owner`` (a hub's user) and, only if ``remove_volumes``, their
     volumes; return what was removed (``"container jupyter-alice"``, ...).
 
-    What is the owner's is decided by :func:`.inventory.is_owned_by`: the hub and user id labels, or for objects
-    of earlier releases the user name and this hub's exact names. Another hub's objects, and those of a deleted
+    What is the owner's is decided by :func:`.inventory.is_owned_by`: the hub and user identity labels, or for
+    objects without an identity the user name and this hub's exact names. Another hub's objects, and those of a deleted
     user who had the same name, are never touched. ``servername`` limits it to one server's objects (a user-wide
     home volume has server ``""``, so it goes only with the default server's). Raises :class:`DockerGatewayError`
     after trying everything if anything could not be removed.
     """
-    # Two label queries: by id (this release's objects, under any name the user had) and by name (earlier ones);
-    # the id's owner is then checked in full (a hub on SQLite gives a deleted user's id again).
-    by_id, by_name = await asyncio.gather(
-        list_resources(gateway, [f"{names.LABEL_HUB}={owner.hub}", f"{names.LABEL_USER_ID}={owner.user_id}"]),
-        list_resources(gateway, [f"{names.LABEL_USER}={owner.user}"]),
-    )
-    found = list({(r.kind, r.id): r for r in [*by_id, *by_name]}.values())
+    # By identity (this release's objects, under any name the user had) and by name (earlier ones), then
+    # checked in full by select_for_owner.
+    found = await _find(gateway, [*_identity_filters(owner), [f"{names.LABEL_USER}={owner.user}"]])
     chosen = inventory.select_for_owner(found, owner, templates, servername=servername, include_volumes=remove_volumes)
     report = await remove_resources(gateway, chosen, hub_container, stop_timeout)
     if report.failed:
@@ -105,10 +101,30 @@ async def delete_user_resources(
 
 
 async def volumes_of(gateway: DockerGateway, owner: names.Owner) -> list[Resource]:
-    """The volumes this hub made for this user (by hub and user id), under whatever name the user then had."""
-    filters = [
-        f"{names.LABEL_MANAGED}=true",
-        f"{names.LABEL_HUB}={owner.hub}",
-        f"{names.LABEL_USER_ID}={owner.user_id}",
-    ]
-    return inventory.collect([], [], await gateway.list_volumes(filters))
+    """The volumes this hub made for this user (by their identity), under whatever name the user then had."""
+    found = await _find(gateway, _identity_filters(owner), volumes_only=True)
+    return [r for r in found if r.hub == owner.hub and r.identity.same_user(owner.identity)]
+
+
+def _identity_filters(owner: names.Owner) -> list[list[str]]:
+    """Label queries for this hub's objects of this user's id, and of their creation time (what ``prepare``
+    records, knowing no id)."""
+    hub = f"{names.LABEL_HUB}={owner.hub}"
+    queries = []
+    if owner.user_id:
+        queries.append([hub, f"{names.LABEL_USER_ID}={owner.user_id}"])
+    if owner.user_created:
+        queries.append([hub, f"{names.LABEL_USER_CREATED}={owner.user_created}"])
+    return queries
+
+
+async def _find(gateway: DockerGateway, queries: list[list[str]], volumes_only: bool = False) -> list[Resource]:
+    """The project's objects (or only volumes) matching any of the label queries, each once."""
+
+    async def one(query: list[str]) -> list[Resource]:
+        if volumes_only:
+            return inventory.collect([], [], await gateway.list_volumes([f"{names.LABEL_MANAGED}=true", *query]))
+        return await list_resources(gateway, query)
+
+    results = await asyncio.gather(*(one(query) for query in queries))
+    return list({(r.kind, r.id): r for found in results for r in found}.values())

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .inventory import HubUsers
-from .names import STATE_USER_CREATED, STATE_USER_ID, user_key
+from .names import STATE_USER_CREATED, STATE_USER_ID, Identity
 
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 DEFAULT_API_URL = "http://127.0.0.1:8000/hub/api"
@@ -67,24 +67,25 @@ def page_items(payload: Any) -> tuple[list[dict[str, Any]], int | None]:
     return payload["items"], (int(following["offset"]) if following else None)
 
 
-def running_servers(user_models: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+def running_servers(user_models: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Identity]:
     """``(user, server)`` for every server in the users' ``servers`` dicts (the hub lists only active ones there
     unless asked for stopped ones too; ``""`` is the default server), each with the user's id as the server's state
-    recorded it (``""`` when it did not)."""
+    recorded it (unknown when it did not)."""
     running = {}
     for model in user_models:
         for server, server_model in _servers(model).items():
-            running[(model["name"], server)] = _recorded_user_id(server_model)
+            running[(model["name"], server)] = _recorded_identity(server_model)
     return running
 
 
-def user_ids(user_models: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """User name -> id, for every user one of whose servers' state (running or not) recorded it."""
+def user_ids(user_models: Iterable[Mapping[str, Any]]) -> dict[str, Identity]:
+    """User name -> identity, for every user one of whose servers' state (running or not) recorded it."""
     ids = {}
     for model in user_models:
         for server_model in _servers(model).values():
-            if _recorded_user_id(server_model):
-                ids[model["name"]] = _recorded_user_id(server_model)
+            identity = _recorded_identity(server_model)
+            if identity.known:
+                ids[model["name"]] = identity
     return ids
 
 
@@ -97,10 +98,10 @@ def _servers(model: Mapping[str, Any]) -> Mapping[str, Any]:
     return model["servers"] or {}
 
 
-def _recorded_user_id(server_model: Mapping[str, Any]) -> str:
-    """The user's key (:func:`.names.user_key`: id and creation time) as the server's state recorded it."""
+def _recorded_identity(server_model: Mapping[str, Any]) -> Identity:
+    """The user's identity (id and creation time) as the server's state recorded it."""
     state = server_model.get("state") or {}
-    return user_key(str(state.get(STATE_USER_ID) or ""), str(state.get(STATE_USER_CREATED) or ""))
+    return Identity(str(state.get(STATE_USER_ID) or ""), str(state.get(STATE_USER_CREATED) or ""))
 
 
 class HubClient:

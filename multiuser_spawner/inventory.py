@@ -61,9 +61,9 @@ class Resource:
     note: str = ""
 
     @property
-    def user_key(self) -> str:
-        """The user for good (:func:`.names.user_key`); "" for objects of releases that did not record it."""
-        return names.user_key(self.user_id, self.user_created)
+    def identity(self) -> names.Identity:
+        """The user for good; unknown for objects of releases that did not record it."""
+        return names.Identity(self.user_id, self.user_created)
 
     @property
     def sort_key(self) -> tuple[str, str, int, int, str, str, str]:
@@ -194,8 +194,11 @@ def is_owned_by(resource: Resource, owner: names.Owner, templates: names.NameTem
     """Whether the object is this hub user's: by hub and user id when it carries them (so a renamed user's
     objects are found, and a deleted user's are never taken for a new user's of the same name), else (objects
     of earlier releases) by user name and this hub's exact name for it."""
-    if resource.hub:
-        return resource.hub == owner.hub and resource.user_key == owner.key
+    if resource.hub and resource.hub != owner.hub:
+        return False
+    same = resource.identity.same_user(owner.identity)
+    if same is not None:
+        return same
     return resource.user == owner.user and belongs_to_hub(resource, owner.hub, templates)
 
 
@@ -203,13 +206,13 @@ def is_owned_by(resource: Resource, owner: names.Owner, templates: names.NameTem
 class HubUsers:
     """What the hub says about its users, as far as gc needs it."""
 
-    #: ``(user name, server)`` of every server running, starting or stopping, with the user's key
-    #: (:func:`.names.user_key`) when the server's state recorded it ("" otherwise)
-    running: Mapping[tuple[str, str], str]
+    #: ``(user name, server)`` of every server running, starting or stopping, with the user's identity as the
+    #: server's state recorded it (unknown for a server started before identities were recorded)
+    running: Mapping[tuple[str, str], names.Identity]
     #: every user's name; ``None`` when not asked for
     names: frozenset[str] | None = None
-    #: user name -> key, for the users whose servers' state recorded it
-    ids: Mapping[str, str] | None = None
+    #: user name -> identity, for the users whose servers' state recorded it
+    ids: Mapping[str, names.Identity] | None = None
 
 
 def find_orphans(resources: Iterable[Resource], hub: HubUsers) -> list[Orphan]:
@@ -232,27 +235,26 @@ def find_orphans(resources: Iterable[Resource], hub: HubUsers) -> list[Orphan]:
     return orphans
 
 
-def _has_running_server(resource: Resource, running: Mapping[tuple[str, str], str]) -> bool:
-    key = resource.user_key
-    if key and (key, resource.server) in {(k, s) for (_, s), k in running.items() if k}:
-        return True  # the same user's server, possibly under a new name
-    running_key = running.get((resource.user, resource.server))
-    if running_key is None:
+def _has_running_server(resource: Resource, running: Mapping[tuple[str, str], names.Identity]) -> bool:
+    for (_, server), identity in running.items():
+        if server == resource.server and resource.identity.same_user(identity):
+            return True  # the same user's server, possibly under a new name
+    running_identity = running.get((resource.user, resource.server))
+    if running_identity is None:
         return False
-    # A server of that name runs: it is this object's unless both users are known and differ (a user of the same
-    # name, deleted, whose leftovers must not block or be kept for the new one).
-    return not (running_key and key and running_key != key)
+    # A server of that name runs: it is this object's unless they are known to be different users (a user of the
+    # same name, deleted, whose leftovers must not block or be kept for the new one).
+    return resource.identity.same_user(running_identity) is not False
 
 
-def _why_user_is_gone(resource: Resource, user_names: frozenset[str], ids: Mapping[str, str]) -> str:
-    key = resource.user_key
-    if not resource.user or not key:
-        return ""  # unknown owner, or a volume of an earlier release: see unsure_volumes
-    if key in set(ids.values()):
+def _why_user_is_gone(resource: Resource, user_names: frozenset[str], ids: Mapping[str, names.Identity]) -> str:
+    if not resource.user or not resource.identity.known:
+        return ""  # unknown owner, or a volume without an identity: see unsure_volumes
+    if any(resource.identity.same_user(identity) for identity in ids.values()):
         return ""  # the user exists, perhaps renamed
     if resource.user not in user_names:
         return REASON_DELETED_USER
-    if ids.get(resource.user) not in (None, key):
+    if resource.user in ids and resource.identity.same_user(ids[resource.user]) is False:
         return REASON_NAME_GIVEN_ANEW
     return ""  # a user of that name exists and who they are is unknown: keep
 
@@ -260,7 +262,9 @@ def _why_user_is_gone(resource: Resource, user_names: frozenset[str], ids: Mappi
 def unsure_volumes(resources: Iterable[Resource], user_names: frozenset[str]) -> list[Resource]:
     """Volumes of earlier releases (no user id) whose user name the hub no longer has. The user may have been
     deleted, or renamed (a rename keeps the user but not the name), so gc never removes them; an admin decides."""
-    return [r for r in resources if r.kind == KIND_VOLUME and r.user and not r.user_id and r.user not in user_names]
+    return [
+        r for r in resources if r.kind == KIND_VOLUME and r.user and not r.identity.known and r.user not in user_names
+    ]
 
 
 def select_for_owner(

@@ -236,16 +236,34 @@ class Owner:
         return labels(role, self, service)
 
     @property
-    def key(self) -> str:
-        return user_key(self.user_id, self.user_created)
+    def identity(self) -> Identity:
+        return Identity(self.user_id, self.user_created)
 
 
-def user_key(user_id: str, created: str) -> str:
-    """One string that names one hub user for good: their id, and when they were created (see
-    :data:`LABEL_USER_CREATED`); "" when the id is unknown."""
-    if not user_id:
-        return ""
-    return f"{user_id}@{created}" if created else user_id
+@dataclass(frozen=True)
+class Identity:
+    """What names one hub user for good, whatever they are called: their id and when the hub created them (see
+    :data:`LABEL_USER_CREATED`). Either may be unknown (""): objects of earlier releases record neither, and
+    ``multiuser-spawner prepare`` knows no ids (the hub's API does not show them)."""
+
+    user_id: str = ""
+    created: str = ""
+
+    def same_user(self, other: Identity) -> bool | None:
+        """False when an id or creation time both know differs, True when they agree on what both know, None
+        when they know nothing in common (then only the user name can decide)."""
+        compared = [(a, b) for a, b in ((self.user_id, other.user_id), (self.created, other.created)) if a and b]
+        if not compared:
+            return None
+        return all(a == b for a, b in compared)
+
+    @property
+    def known(self) -> bool:
+        return bool(self.user_id or self.created)
+
+    def __str__(self) -> str:
+        parts = [f"id {self.user_id}" if self.user_id else "", f"created {self.created}" if self.created else ""]
+        return ", ".join(p for p in parts if p) or "identity unknown"
 
 
 def labels(role: str, owner: Owner, service: str = "") -> dict[str, str]:
@@ -281,29 +299,23 @@ def claim_problem(found: Mapping[str, str], owner: Owner) -> str | None:
     it is. The server is not compared: a user-wide volume serves every server.
 
     - Another hub's object (hub label not exactly ``owner.hub``) is never the owner's, whatever its name.
-    - With a user id, the id decides: the same id is the same user, even renamed; another id is a deleted user
-      of the same name, whose data a new user must never get silently.
-    - Objects of earlier releases carry neither hub nor id: found under this hub's exact name and labelled with
-      this user's name, they are the user's, as they always were.
+    - With a user identity (:class:`Identity`), it decides: the same user, even renamed, or a deleted user of
+      the same name, whose data a new user must never get silently.
+    - Objects of earlier releases carry neither hub nor identity: found under this hub's exact name and labelled
+      with this user's name, they are the user's, as they always were.
     """
     if found.get(LABEL_MANAGED) != "true":
         return None  # not made by the spawner at all: whether such an object may be used is decided elsewhere
     hub = found.get(LABEL_HUB)
     if hub is not None and hub != owner.hub:
         return f"it belongs to another hub ({LABEL_HUB}={hub!r})"
-    user_id = found.get(LABEL_USER_ID)
-    if user_id:
-        theirs = owner_from_labels(found)
-        if theirs.key != owner.key:
-            return (
-                f"it belongs to the user {theirs.user!r} with id {_described(theirs)}, not to this user "
-                f"{owner.user!r} (id {_described(owner)}): a user of this name was deleted and the name given anew"
-            )
-        return None
-    if found.get(LABEL_USER, "") != owner.user:
-        return f"it belongs to the user {found.get(LABEL_USER, '')!r}, not to {owner.user!r}"
+    theirs = owner_from_labels(found)
+    same = theirs.identity.same_user(owner.identity)
+    if same is False:
+        return (
+            f"it belongs to the user {theirs.user!r} ({theirs.identity}), not to this user {owner.user!r} "
+            f"({owner.identity}): a user of this name was deleted and the name given anew"
+        )
+    if same is None and theirs.user != owner.user:
+        return f"it belongs to the user {theirs.user!r}, not to {owner.user!r}"
     return None
-
-
-def _described(owner: Owner) -> str:
-    return f"{owner.user_id}, created {owner.user_created}" if owner.user_created else owner.user_id

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from traitlets.config import Config
@@ -36,6 +37,8 @@ class ClassMember:
     #: the default server is running, starting or stopping: its volumes are in use and are left alone
     running: bool = False
     id: int | None = None
+    #: when the hub created the user (the REST API shows it): recorded on the volumes in place of the id
+    created: datetime | None = None
 
 
 @dataclass
@@ -75,7 +78,13 @@ def member_from_model(model: dict[str, Any]) -> ClassMember:
         name=model["name"],
         groups=tuple(HubGroup(g) for g in sorted(model.get("groups") or [])),
         running="" in (model.get("servers") or {}),
+        created=_utc(model.get("created")),
     )
+
+
+def _utc(timestamp: str | None) -> datetime | None:
+    """The hub's ``2026-01-02T03:04:05.000006Z`` as the naive UTC datetime its database holds."""
+    return datetime.fromisoformat(timestamp.removesuffix("Z")) if timestamp else None
 
 
 def describe(prepared: Any) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from dockerspawner import DockerSpawner
-from jupyterhub.utils import recursive_update
+from jupyterhub.utils import isoformat, recursive_update
 from tornado import web
 from traitlets import default
 
@@ -347,7 +347,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         return resolved
 
     async def _names_kept_through_rename(self, resources: names.ResourceNames) -> names.ResourceNames:
-        """A user renamed in the hub keeps their volumes: those made for their id under their earlier name."""
+        """A user renamed in the hub keeps their volumes: those made for them (by id and creation time) under
+        their earlier name."""
         try:
             return inventory.names_kept_through_rename(
                 resources,
@@ -409,9 +410,11 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         return names.Owner(
             hub=self.prefix,
             user=self.user.name,
-            user_id=str(self.user.id),
+            # ``prepare`` knows no id (the hub's API does not show it): it records what it knows
+            user_id="" if self.user.id is None else str(self.user.id),
             server=(self.name or "") if server is None else server,
-            user_created=self.user.created.isoformat() if self.user.created else "",
+            # as the hub's API writes it, so that ``prepare`` (which reads it there) records the same string
+            user_created=isoformat(getattr(self.user, "created", None)) or "",
         )
 
     def _server_network(self, resources: names.ResourceNames) -> str:

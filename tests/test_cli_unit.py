@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from traitlets.config import Config
 
-from multiuser_spawner import cleanup, cli, doctor, hub_api, inventory, names
+from multiuser_spawner import cleanup, cli, doctor, hub_api, inventory, names, prepare
 from multiuser_spawner.inventory import Orphan, Resource
 
 P = "jupyter"
@@ -35,10 +35,11 @@ def legacy_lab(role: str, user: str, server: str = "") -> dict[str, str]:
 
 
 def hub_users(running=(), users=None, ids=None) -> inventory.HubUsers:
-    """What the hub says: ``running`` servers as (user, server) pairs, their ids from ``ids`` when given."""
-    known = ids or {}
+    """What the hub says: ``running`` servers as (user, server) pairs, their ids from ``ids`` (name -> id, or
+    an Identity) when given."""
+    known = {name: i if isinstance(i, names.Identity) else names.Identity(i) for name, i in (ids or {}).items()}
     return inventory.HubUsers(
-        running={(u, s): known.get(u, "") for u, s in running},
+        running={(u, s): known.get(u, names.Identity()) for u, s in running},
         names=frozenset(users) if users is not None else None,
         ids=known,
     )
@@ -232,7 +233,7 @@ def test_an_id_given_again_by_the_hub_is_another_user():
         user_id="5",
         user_created="2026-01-01T10:00:00.000001",
     )
-    second_ida = names.user_key("5", "2026-03-01T10:00:00.000002")  # SQLite reused the deleted ida's id
+    second_ida = names.Identity("5", "2026-03-01T10:00:00.000002")  # SQLite reused the deleted ida's id
     (orphan,) = inventory.find_orphans([first], hub_users(users={"ida"}, ids={"ida": second_ida}))
     assert orphan.reason == inventory.REASON_NAME_GIVEN_ANEW
     assert not inventory.is_owned_by(
@@ -241,6 +242,20 @@ def test_an_id_given_again_by_the_hub_is_another_user():
     assert inventory.is_owned_by(
         first, names.Owner(P, "ida", "5", "", "2026-01-01T10:00:00.000001"), names.NameTemplates()
     )
+
+
+def test_prepared_volumes_know_their_user_by_creation_time_only():
+    """``prepare`` cannot learn ids from the hub's API: its volumes carry the user's creation time, written as the
+    spawner writes it, so a later spawn, delete or gc still tells the user apart from a namesake."""
+    from jupyterhub.utils import isoformat
+
+    for stamp in ("2026-01-02T03:04:05.000006Z", "2026-01-02T03:04:05Z"):
+        member = prepare.member_from_model({"name": "ann", "groups": [], "servers": {}, "created": stamp})
+        assert isoformat(member.created) == stamp
+    prepared = names.Identity("", "2026-01-02T03:04:05.000006Z")
+    assert prepared.same_user(names.Identity("4", "2026-01-02T03:04:05.000006Z"))
+    assert prepared.same_user(names.Identity("4", "2026-05-01T00:00:00Z")) is False
+    assert prepared.same_user(names.Identity()) is None  # an object of an earlier release: the name decides
 
 
 def test_volumes_of_earlier_releases_are_never_removed_when_their_name_is_gone():
@@ -364,14 +379,18 @@ def test_running_servers_come_from_the_servers_dicts_with_the_ids_their_state_re
         {
             "name": "alice",
             "servers": {
-                "": {"ready": True, "state": {names.STATE_USER_ID: "4", "object_id": "x"}},
+                "": {
+                    "ready": True,
+                    "state": {names.STATE_USER_ID: "4", names.STATE_USER_CREATED: "2026-01-02T03:04:05Z"},
+                },
                 "lab": {"ready": False, "pending": "spawn"},  # started before ids were recorded
             },
         },
         {"name": "bob", "servers": {}},
     ]
-    assert hub_api.running_servers(models) == {("alice", ""): "4", ("alice", "lab"): ""}
-    assert hub_api.user_ids(models) == {"alice": "4"}
+    alice = names.Identity("4", "2026-01-02T03:04:05Z")
+    assert hub_api.running_servers(models) == {("alice", ""): alice, ("alice", "lab"): names.Identity()}
+    assert hub_api.user_ids(models) == {"alice": alice}
 
 
 def test_a_user_without_servers_key_means_the_token_cannot_see_them():
@@ -434,9 +453,9 @@ def fake_hub():
 
 def test_hub_client_reads_every_page(fake_hub):
     state = hub_api.HubClient(fake_hub, "secret").state(include_users=True)
-    assert state.running == {("alice", ""): "1", ("carol", "x"): ""}
+    assert state.running == {("alice", ""): names.Identity("1"), ("carol", "x"): names.Identity()}
     assert state.names == {"alice", "bob", "carol"}
-    assert state.ids == {"alice": "1", "bob": "2"}  # bob's from his stopped server's state
+    assert state.ids == {"alice": names.Identity("1"), "bob": names.Identity("2")}  # bob's: a stopped server's
     assert hub_api.HubClient(fake_hub, "secret").state(include_users=False).names is None
 
 
