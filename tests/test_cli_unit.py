@@ -146,6 +146,14 @@ def test_objects_of_earlier_releases_of_this_hub_are_named_exactly_as_its_templa
     assert not inventory.belongs_to_hub(resource("jupyter-doctor_x_net", "network", ""), P, templates)
 
 
+def test_a_home_named_by_a_dockerspawner_volumes_entry_is_the_users_by_its_labels():
+    made = inventory.from_volume({"Name": "jupyterhub-user-alice", "Labels": lab("home", "alice")}, {})
+    assert inventory.belongs_to_hub(made, P, names.NameTemplates())
+    assert inventory.select_for_owner([made], owner("alice"), names.NameTemplates(), include_volumes=True) == [made]
+    # one DockerSpawner made has no labels at all: collect() never even lists it
+    assert inventory.collect([], [], [{"Name": "jupyterhub-user-bob", "Labels": None}]) == []
+
+
 def test_an_old_object_whose_template_the_cli_cannot_fill_is_left_alone():
     templates = names.NameTemplates(container="{prefix}-{username}")  # DockerSpawner's escaped name
     r = Resource(kind="container", name="jupyter-alice", id="c", user="alice", server="", role="notebook")
