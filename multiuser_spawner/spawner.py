@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+import docker.errors
+import requests
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import isoformat, recursive_update
 from tornado import web
@@ -518,6 +520,9 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             await self._undo(created, instances)
             if isinstance(error, DockerGatewayError | readiness.ServiceNotReady):
                 raise SpawnFailed(str(error)) from error
+            engine_failure = docker_failure_message(error)
+            if engine_failure:
+                raise SpawnFailed(engine_failure) from error
             raise
         self._started_at = time.monotonic()
         return ip, port
@@ -910,6 +915,17 @@ async def gather_all(steps: list[Any]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+def docker_failure_message(error: BaseException) -> str | None:
+    """The sentence for a Docker error that reached the spawn unwrapped (an engine that stopped mid-spawn, a call
+    DockerSpawner's inherited code made); None for any other error. Without it the user reads a bare
+    "('Connection aborted.', ...)" that does not even say Docker."""
+    if isinstance(error, requests.ConnectionError):
+        return f"the Docker engine could not be reached: it stopped or restarted during the spawn ({error})"
+    if isinstance(error, requests.RequestException | docker.errors.DockerException):
+        return f"a request to the Docker engine failed: {error}"
+    return None
 
 
 def check_timeouts(specs: list[services.ServiceSpec], start_timeout: float) -> None:

@@ -7,12 +7,14 @@ import asyncio
 import threading
 import time
 
+import docker.errors
 import pytest
+import requests
 
 from multiuser_spawner import home, startup, tcp
 from multiuser_spawner.docker_gateway import ContainerView, DockerGateway, split_image_tag
 from multiuser_spawner.progress import SpawnProgress, pull_percent
-from multiuser_spawner.spawner import fill_template
+from multiuser_spawner.spawner import docker_failure_message, fill_template
 
 
 def test_fill_template_leaves_non_templates_alone():
@@ -163,23 +165,39 @@ async def test_many_starting_servers_share_one_container_list_and_inspect_nothin
     servers = {f"nb{i}": "running" for i in range(20)}
     client = _StartingServers(servers)
     gateway = DockerGateway(client, concurrency=4, view_max_age=30)
+    checks: dict[str, int] = dict.fromkeys(servers, 0)  # "is it still running?" asked, per server
+    ask_view = gateway.view.state
+
+    async def counted_state(name, **kwargs):
+        checks[name] += 1
+        return await ask_view(name, **kwargs)
+
+    gateway.view.state = counted_state
     listeners = []
 
     async def start_and_wait(name: str) -> bool:
         port = await refusing_port()  # like a server still starting
-        waiting = asyncio.ensure_future(startup.wait_until_listening(gateway, name, "127.0.0.1", port, timeout=10))
-        await asyncio.sleep(1.2)
+        waiting = asyncio.ensure_future(startup.wait_until_listening(gateway, name, "127.0.0.1", port, timeout=30))
+        # the server starts listening only once every server has asked a few times whether its container runs
+        while min(checks.values()) < 5:
+            assert not waiting.done(), waiting
+            await asyncio.sleep(0.01)
         listeners.append(await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port))
         return await waiting
 
+    began = time.monotonic()
     try:
         assert all(await asyncio.gather(*(start_and_wait(name) for name in servers)))
     finally:
         for listener in listeners:
             listener.close()
+    waited = time.monotonic() - began
     assert client.inspect_calls == 0
-    # 1.2 s of waiting at one list per STATE_CHECK_INTERVAL (0.5 s), for all twenty together
-    assert 1 <= client.list_calls <= 4
+    # at most one list per STATE_CHECK_INTERVAL of waiting, for all twenty together ...
+    assert client.list_calls <= waited / startup.STATE_CHECK_INTERVAL + 1, (client.list_calls, waited)
+    # ... each answering the twenty servers' questions together, never one server's alone
+    assert sum(checks.values()) >= 100
+    assert client.list_calls * 10 <= sum(checks.values()), (client.list_calls, sum(checks.values()))
 
 
 async def test_a_server_that_stops_while_starting_fails_with_its_logs():
@@ -250,3 +268,11 @@ async def test_a_failed_first_check_teaches_nothing():
     assert check.runs == 3
     await knowledge.ensure_owned(key, check)  # and the next new volume is checked again
     assert check.runs == 4
+
+
+def test_a_docker_error_outside_the_gateway_becomes_a_sentence_that_names_docker():
+    gone = requests.ConnectionError(("Connection aborted.", FileNotFoundError(2, "No such file or directory")))
+    assert docker_failure_message(gone).startswith("the Docker engine could not be reached")
+    refused = docker.errors.APIError("500 Server Error", explanation="driver failed")
+    assert docker_failure_message(refused).startswith("a request to the Docker engine failed")
+    assert docker_failure_message(ValueError("not Docker's")) is None
