@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,15 @@ class HubStack:
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """Kill the hub process with SIGKILL, as a crash or the OOM killer would: nothing of its own shutdown runs.
+        Its proxy stays; the next :meth:`start` finds it by its pid file and replaces it, as JupyterHub does."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait(30)
+        self.process = None
+
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
             return ""
@@ -251,3 +261,100 @@ def spawn_failure_message(hub: HubStack, name: str, timeout: float = 120) -> str
                 if event.get("ready"):
                     raise AssertionError(f"server of {name} started, but it should have failed")
     raise AssertionError("progress stream ended without a failure")
+
+
+def next_progress_event(hub: HubStack, name: str, wanted: str, timeout: float = 120) -> dict:
+    """Follow the server's progress event stream (it replays every event from the spawn's start) until an event
+    whose message contains ``wanted``; return it. Fails if the spawn ends (ready or failed) first."""
+    url = f"{hub.api}/users/{name}/server/progress"
+    with requests.get(url, headers={"Authorization": f"token {hub.token}"}, stream=True, timeout=timeout) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if not (line and line.startswith("data:")):
+                continue
+            event = json.loads(line[5:])
+            if wanted in event.get("message", ""):
+                return event
+            if event.get("failed") or event.get("ready"):
+                raise AssertionError(f"the spawn of {name} ended before {wanted!r}: {event}\n{hub.log_tail()}")
+    raise AssertionError(f"progress stream of {name} ended before {wanted!r}")
+
+
+def next_docker_event(
+    client: docker.DockerClient, since: float, filters: dict, name: str, timeout: float = 120
+) -> dict:
+    """The first Docker event since ``since`` (a ``time.time()`` value) matching ``filters`` whose object is
+    called ``name``. Docker keeps its recent events, so one that happened before the call is found too."""
+    until = time.time() + timeout
+    for event in client.api.events(since=since, until=until, filters=filters, decode=True):
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        if name in (attributes.get("name"), event.get("Actor", {}).get("ID")):
+            return event
+    raise AssertionError(f"no Docker event {filters} for {name} in {timeout} s")
+
+
+def host_dockerd_pid() -> int:
+    """The pid of this machine's own dockerd (from its pid file: other engines, Docker-in-Docker ones for a Swarm,
+    may run here too and must not be taken for it)."""
+    return int(Path("/var/run/docker.pid").read_text().strip())
+
+
+def stop_dockerd(timeout: float = 90) -> list[bytes]:
+    """Stop the machine's dockerd as ``systemctl stop`` would (SIGTERM: it stops every container, then exits) and
+    wait until it is gone; return its command line, for :func:`start_dockerd`."""
+    pid = host_dockerd_pid()
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().split(b"\0")[:-1]
+    cmdline[0] = os.readlink(f"/proc/{pid}/exe").encode()  # started by a bare name, perhaps: use the real path
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"dockerd (pid {pid}) did not stop in {timeout} s")
+        time.sleep(0.2)
+    return cmdline
+
+
+def start_dockerd(cmdline: list[bytes], timeout: float = 90) -> None:
+    """Start dockerd again as scripts/setup does (its own session, its log in /var/log/dockerd.log); wait until it
+    answers."""
+    with open("/var/log/dockerd.log", "ab") as log:
+        subprocess.Popen(
+            cmdline, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            docker.from_env().ping()
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise AssertionError(f"dockerd did not answer in {timeout} s after its start")
+
+
+def spawn_outcome(hub: HubStack, name: str, timeout: float = 180) -> dict:
+    """The last event of a spawn already under way (or just ended): the one that says it failed or is ready."""
+    url = f"{hub.api}/users/{name}/server/progress"
+    with requests.get(url, headers={"Authorization": f"token {hub.token}"}, stream=True, timeout=timeout) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event.get("failed") or event.get("ready"):
+                    return event
+    raise AssertionError(f"progress stream of {name} ended without an outcome")
+
+
+def begin_spawn(hub: HubStack, name: str, timeout: float = 60) -> Future:
+    """Ask the hub to start the default server without waiting for its answer (the hub holds the request for up
+    to 10 s while the spawn runs, and a test must act during the spawn); return once the spawn is under way.
+    The returned future holds the hub's response, or the error of a request the test cut short."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    answer = executor.submit(hub.request, "POST", f"/users/{name}/server", json={})
+    executor.shutdown(wait=False)
+    deadline = time.monotonic() + timeout
+    while not hub.user(name)["servers"].get(""):
+        if answer.done() and answer.exception() is None and answer.result().status_code >= 400:
+            raise AssertionError(f"start of {name} refused: {answer.result().text}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the spawn of {name} did not begin in {timeout} s:\n{hub.log_tail()}")
+        time.sleep(0.05)
+    return answer

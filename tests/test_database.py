@@ -91,9 +91,12 @@ def test_users_are_isolated_from_each_other(hub, docker_client):
     bob_nb = notebook(docker_client, hub, "bob")
     ada_db_ip = ada_db.attrs["NetworkSettings"]["Networks"][f"{hub.prefix}-ada_net"]["IPAddress"]
     ada_nb_ip = ada_nb.attrs["NetworkSettings"]["Networks"][f"{hub.prefix}-ada_net"]["IPAddress"]
-    # bob's "db" is bob's own database, where ada's table does not exist
-    code, out = sql(bob_nb, "SELECT body FROM notes")
-    assert code != 0 and "does not exist" in out
+    # ada has a table of her own (made here, so the test stands alone), and sees it ...
+    code, out = sql(ada_nb, "CREATE TABLE IF NOT EXISTS secrets (body text); SELECT count(*) FROM secrets")
+    assert code == 0, out
+    # ... bob's "db" is bob's own database, where ada's table does not exist
+    code, out = sql(bob_nb, "SELECT body FROM secrets")
+    assert code != 0 and 'relation "secrets" does not exist' in out, out
     # ada's database cannot be reached by container name, nor by IP, with ada's own credentials
     ada_password = ada_nb.attrs["Config"]["Env"]
     ada_password = next(e.split("=", 1)[1] for e in ada_password if e.startswith("DATABASE_PASSWORD="))

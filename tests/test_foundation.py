@@ -99,9 +99,13 @@ def test_similar_usernames_never_share_a_volume(hub, docker_client):
         user: [m["Name"] for m in container_of(docker_client, hub, user).attrs["Mounts"]][0] for user in ("a-b", "a_b")
     }
     assert volumes["a-b"] != volumes["a_b"]
-    exec_in(container_of(docker_client, hub, "a-b"), "echo mine > $HOME/owner")
-    code, _ = exec_in(container_of(docker_client, hub, "a_b"), "test -e $HOME/owner")
-    assert code != 0
+    # the write must succeed, or the other user's "not there" below would prove nothing
+    assert exec_in(container_of(docker_client, hub, "a-b"), "echo mine > $HOME/owner && cat $HOME/owner") == (
+        0,
+        "mine\n",
+    )
+    code, out = exec_in(container_of(docker_client, hub, "a_b"), "test -e $HOME/owner || echo absent")
+    assert (code, out) == (0, "absent\n")
 
 
 CGROUP_MEMORY = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
