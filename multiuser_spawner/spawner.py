@@ -848,7 +848,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
 
     async def _notebook_status(self) -> int | None:
         name = self.object_name
-        if not name:
+        if not name or not self.object_id:
+            # No start was ever recorded: a hub killed mid-spawn left, at most, a container it never handed over.
+            # Calling that running would make the restarted hub wait for a server URL that was never set; as
+            # stopped, the hub calls stop(), which removes what the spawn made.
             return 0
         summary = await self.gateway.view.state(name, not_older_than=self._started_at)
         if summary is not None and summary.get("State") == "running":
