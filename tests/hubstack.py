@@ -224,7 +224,9 @@ def exec_in(container, cmd: str, user: str = "") -> tuple[int, str]:
 def cleanup_prefix(client: docker.DockerClient, prefix: str) -> None:
     """Remove every container, network and volume whose name starts with ``prefix-``."""
     start = f"{prefix}-"
-    for c in client.containers.list(all=True):
+    # Only this prefix's containers are listed (the engine is shared: listing every container inspects each, and
+    # one that another test removes meanwhile would fail the listing).
+    for c in client.containers.list(all=True, filters={"name": start}):
         if c.name.startswith(start):
             c.remove(force=True, v=True)
     for n in client.networks.list():
@@ -237,7 +239,7 @@ def cleanup_prefix(client: docker.DockerClient, prefix: str) -> None:
 
 def dump_logs(client: docker.DockerClient, prefix: str) -> str:
     out = []
-    for c in client.containers.list(all=True):
+    for c in client.containers.list(all=True, filters={"name": f"{prefix}-"}):
         if c.name.startswith(f"{prefix}-"):
             logs = c.logs(tail=40).decode("utf-8", "replace")
             out.append(f"----- container {c.name} ({c.status}) -----\n{logs}")
