@@ -319,3 +319,34 @@ def claim_problem(found: Mapping[str, str], owner: Owner) -> str | None:
     if same is None and theirs.user != owner.user:
         return f"it belongs to the user {theirs.user!r}, not to {owner.user!r}"
     return None
+
+
+#: what Swarm takes for a service or network name: letters and digits, joined by runs of '-' and '_'
+_SWARM_NAME = re.compile(r"[a-zA-Z0-9](?:[-_]*[a-zA-Z0-9]+)*")
+
+
+def swarm_name(name: str, setting: str) -> str:
+    """A valid Swarm service or network name for the Docker name ``name``. Swarm refuses ``.``; it becomes ``__``,
+    which no slug contains (slugs are ``[a-z0-9-]``) and the default templates never write, so two servers'
+    names stay apart; a result past the length bound is shortened with a hash (:func:`fit_name`)."""
+    swarm = fit_name(name.replace(".", "__"))
+    if not _SWARM_NAME.fullmatch(swarm):
+        raise ValueError(
+            f"{setting}: {name!r} gives {swarm!r}, which Swarm refuses as a service or network name "
+            "(letters and digits joined by '-' or '_')"
+        )
+    return swarm
+
+
+def swarm_resource_names(resolved: ResourceNames) -> ResourceNames:
+    """A server's names with its services and network named for Swarm; volume names (which may hold ``.``) stay,
+    so a user's volumes keep the names they have on one host."""
+    return ResourceNames(
+        container=swarm_name(resolved.container, "name_template"),
+        home_volume=resolved.home_volume,
+        network=swarm_name(resolved.network, "network_name_template"),
+        services={
+            key: ServiceNames(swarm_name(s.container, "service_container_name_template"), s.volume)
+            for key, s in resolved.services.items()
+        },
+    )

@@ -511,9 +511,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             ip, port = await self.get_ip_and_port()
             self._checkpoint()
             progress.stage("server-starting", "Waiting for the server to listen")
-            await self._waiting_for(
-                startup.wait_until_listening(self.gateway, resources.container, ip, port, self.http_timeout)
-            )
+            await self._waiting_for(self._wait_until_listening(resources.container, ip, port))
         except BaseException as error:
             # let every step's Docker calls land, so that the undo below sees (and removes) what they made
             await asyncio.gather(*service_starts, return_exceptions=True)
@@ -526,6 +524,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             raise
         self._started_at = time.monotonic()
         return ip, port
+
+    async def _wait_until_listening(self, container: str, ip: str, port: int) -> bool:
+        """Wait for the notebook to listen, failing (with its last words) if it stops first; an engine seam."""
+        return await startup.wait_until_listening(self.gateway, container, ip, port, self.http_timeout)
 
     async def _waiting_for(self, wait: Any) -> None:
         """Run a step that only waits (no Docker object is made in it), so a cancelled spawn may interrupt it."""

@@ -52,10 +52,13 @@ class HubStack:
     hub_port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    #: where the hub's proxy listens, and what the hub command runs under (e.g. ``nsenter`` into a network namespace)
+    host: str = "127.0.0.1"
+    launcher: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def api(self) -> str:
@@ -111,7 +114,7 @@ class HubStack:
         log = open(self.log_path, "a")  # noqa: SIM115 - kept open for the process's lifetime
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         self.process = subprocess.Popen(
-            [JUPYTERHUB, "-f", str(config)],
+            [*self.launcher, JUPYTERHUB, "-f", str(config)],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,619 @@
+"""Docker Swarm as a :class:`~.backend.Backend`: each workload a Swarm service of one task, the private network an
+attachable overlay, and each volume a node-local volume that its workload's task creates where it lands.
+
+Pure builders first (tested against literal dicts), then :class:`SwarmGateway` (the Swarm calls, run in the
+gateway's pool like every other Docker call) and :class:`SwarmEngine`.
+
+What the engine keeps and where:
+
+- **Volume records.** A named volume lives on one node, out of the manager's sight. For each volume the plan asks
+  for, a Swarm *config* of the same name keeps the volume's labels (a service's generated password among them) in
+  the managers' store, which every manager reads. The first task that mounts the volume adds the node it landed on
+  (:data:`LABEL_NODE`); later tasks are constrained to that node (``node.id==...``), so a returning user finds
+  their files. With shared volumes (a volume driver, or driver options such as NFS) nothing is pinned.
+- **Passwords** reach a service in its spec's environment, as they reach a container on one host: the spec is in
+  the managers' store and travels with the task to whichever node runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from docker.errors import APIError, NotFound
+
+from . import names
+from .container_spec import EXTRA_CREATE
+from .docker_gateway import DockerGateway, DockerGatewayError, describe_api_error, is_ours
+from .plan import NetworkPlan, Resources, Security, VolumePlan, Workload
+
+#: the node a volume record's volume lives on (a node id), set when its first task lands
+LABEL_NODE = f"{names.LABEL_PREFIX}.node"
+LABEL_NODE_NAME = f"{names.LABEL_PREFIX}.node-name"
+#: labels of a volume record that must not be copied onto the volume itself
+RECORD_ONLY_LABELS = (names.LABEL_PASSWORD, names.LABEL_DB_PASSWORD, LABEL_NODE, LABEL_NODE_NAME)
+
+NANO = 1_000_000_000
+#: task states after which a task never runs again (Swarm's own words)
+ENDED_STATES = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
+#: states of a task that has not been given to a node's engine yet
+UNASSIGNED_STATES = ("new", "pending", "allocated")
+TASK_CHECK_INTERVAL = 0.25
+
+
+# -- pure builders --------------------------------------------------------------------------------------------------
+
+
+def resources_spec(resources: Resources, pids_limit: int | None) -> dict[str, Any]:
+    """Swarm's ``Resources``: limits are enforced on the node (cgroups); reservations are what the scheduler
+    places by, so a node is never given more guaranteed memory or CPU than it has."""
+    limits: dict[str, Any] = {}
+    reservations: dict[str, Any] = {}
+    if resources.cpu_limit is not None:
+        limits["NanoCPUs"] = int(round(resources.cpu_limit * NANO))
+    if resources.mem_limit is not None:
+        limits["MemoryBytes"] = int(resources.mem_limit)
+    if pids_limit is not None:
+        limits["Pids"] = int(pids_limit)  # API 1.41
+    if resources.cpu_guarantee is not None:
+        reservations["NanoCPUs"] = int(round(resources.cpu_guarantee * NANO))
+    if resources.mem_guarantee is not None:
+        reservations["MemoryBytes"] = int(resources.mem_guarantee)
+    return {"Limits": limits, "Reservations": reservations}
+
+
+def security_spec(security: Security) -> dict[str, Any]:
+    """The hardening a service's ``ContainerSpec`` can carry on API 1.41: an init process and capabilities.
+    ``no_new_privileges`` has no field in a service spec before API 1.46 (documented in docs/swarm-spawner.md)."""
+    spec: dict[str, Any] = {"Init": security.init}
+    if security.cap_drop:
+        spec["CapabilityDrop"] = list(security.cap_drop)
+    if security.cap_add:
+        spec["CapabilityAdd"] = list(security.cap_add)
+    return spec
+
+
+def volume_mount(
+    source: str,
+    target: str,
+    read_only: bool,
+    labels: Mapping[str, str],
+    driver: str = "",
+    driver_options: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A named volume mount (never a bind: a host path means a different directory on every node). The node
+    that runs the task creates the volume with these labels and driver on first use."""
+    options: dict[str, Any] = {"Labels": dict(labels)}
+    if driver or driver_options:
+        options["DriverConfig"] = {"Name": driver or "local", "Options": dict(driver_options or {})}
+    return {"Type": "volume", "Source": source, "Target": target, "ReadOnly": read_only, "VolumeOptions": options}
+
+
+def restart_policy(restarts_on_failure: int) -> dict[str, Any]:
+    """``none`` unless the plan lets the engine restart a crashed workload by itself (services, not notebooks:
+    the hub decides whether a notebook runs)."""
+    if restarts_on_failure:
+        return {"Condition": "on-failure", "MaxAttempts": restarts_on_failure}
+    return {"Condition": "none"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a workload may run: the admin's constraints and preferences, and the node its volumes pin it to."""
+
+    constraints: tuple[str, ...] = ()
+    preferences: tuple[Mapping[str, Any], ...] = ()
+    pinned_node: str = ""
+
+    def spec(self) -> dict[str, Any]:
+        constraints = list(self.constraints)
+        if self.pinned_node:
+            constraints.append(f"node.id=={self.pinned_node}")
+        placement: dict[str, Any] = {}
+        if constraints:
+            placement["Constraints"] = constraints
+        if self.preferences:
+            placement["Preferences"] = [dict(p) for p in self.preferences]
+        return placement
+
+
+def service_from_workload(
+    workload: Workload,
+    *,
+    network_id: str,
+    placement: Placement,
+    volume_labels: Mapping[str, Mapping[str, str]],
+    stop_grace_seconds: int,
+    volume_driver: str = "",
+    volume_driver_options: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of docker-py's ``create_service`` for ``workload``: one replica, on its private
+    overlay network by DNS round robin (no virtual IP: one task per service, and a kernel without IPVS cannot route
+    to a VIP), publishing no port. ``volume_labels`` gives each mounted volume's labels by name."""
+    w = workload
+    container: dict[str, Any] = {
+        "Image": w.image,
+        "Labels": dict(w.labels),
+        "Env": [f"{key}={value}" for key, value in w.environment.items()],
+        "Mounts": [
+            volume_mount(
+                m.source, m.target, m.read_only, volume_labels.get(m.source) or {}, volume_driver, volume_driver_options
+            )
+            for m in w.mounts
+        ],
+        "StopGracePeriod": stop_grace_seconds * NANO,
+        **security_spec(w.security),
+    }
+    if w.command:
+        container["Args"] = list(w.command)
+    if w.hostname:
+        container["Hostname"] = w.hostname
+    if w.stop_signal:
+        container["StopSignal"] = w.stop_signal
+    # of the admin's extra_create_kwargs, only the user means the same in a service spec
+    user = (w.engine_extras.get(EXTRA_CREATE) or {}).get("user")
+    if user:
+        container["User"] = str(user)
+    network: dict[str, Any] = {"Target": network_id}
+    if w.aliases:
+        network["Aliases"] = list(w.aliases)
+    return {
+        "name": w.name,
+        "labels": dict(w.labels),
+        "mode": {"Replicated": {"Replicas": 1}},
+        "endpoint_spec": {"Mode": "dnsrr"},
+        "task_template": {
+            "ContainerSpec": container,
+            "Resources": resources_spec(w.resources, w.security.pids_limit),
+            "RestartPolicy": restart_policy(w.restarts_on_failure),
+            "Placement": placement.spec(),
+            "Networks": [network],
+        },
+    }
+
+
+def overlay_network_config(plan: NetworkPlan, encrypted: bool) -> dict[str, Any]:
+    """A server's private overlay: attachable, so the hub's container (not a service) can join it; encrypted
+    (IPsec between nodes) when asked."""
+    config: dict[str, Any] = {
+        "name": plan.name,
+        "driver": "overlay",
+        "attachable": True,
+        "labels": dict(plan.labels),
+        "check_duplicate": True,
+    }
+    if encrypted:
+        config["options"] = {"encrypted": "true"}
+    return config
+
+
+def volume_labels_of_record(record_labels: Mapping[str, str]) -> dict[str, str]:
+    """What a volume made from a record carries: the record's labels without the password and the pin."""
+    return {k: v for k, v in record_labels.items() if k not in RECORD_ONLY_LABELS}
+
+
+def latest_task(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest task of one service (a service of one replica has one task at a time, and older ones kept
+    for history)."""
+    return max(tasks, key=lambda t: t.get("CreatedAt", ""), default=None)
+
+
+def task_state(task: dict[str, Any]) -> str:
+    return (task.get("Status") or {}).get("State", "")
+
+
+def task_failure(task: dict[str, Any]) -> str:
+    """Swarm's reason when ``task`` can never run (or ended), else "". A pending task with an error is one the
+    scheduler cannot place (no node meets its constraints or its reservations): waiting does not help."""
+    status = task.get("Status") or {}
+    state = status.get("State", "")
+    error = status.get("Err") or ""
+    if state in ENDED_STATES:
+        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        detail = error or status.get("Message") or ""
+        code = f", exit code {exit_code}" if exit_code not in (None, 0) or state == "failed" else ""
+        return f"task {state}{code}: {detail}".rstrip(": ")
+    if state in UNASSIGNED_STATES and error:
+        return f"task {state}: {error}"
+    return ""
+
+
+def task_address(task: dict[str, Any], network: str) -> str:
+    """The task's address on ``network`` (by name), without its prefix length; "" when it has none."""
+    for attachment in task.get("NetworksAttachments") or []:
+        if ((attachment.get("Network") or {}).get("Spec") or {}).get("Name") == network:
+            for address in attachment.get("Addresses") or []:
+                return address.split("/", 1)[0]
+    return ""
+
+
+def node_unavailable(node: dict[str, Any]) -> str:
+    """Why a node cannot take a task now ("" when it can): down, or drained or paused by an admin."""
+    state = (node.get("Status") or {}).get("State", "unknown")
+    availability = (node.get("Spec") or {}).get("Availability", "unknown")
+    if state != "ready":
+        return f"is {state}"
+    if availability != "active":
+        return f"is {availability}ed by an admin" if availability in ("drain", "pause") else f"is {availability}"
+    return ""
+
+
+def node_name(node: dict[str, Any]) -> str:
+    return (node.get("Description") or {}).get("Hostname") or node.get("ID", "")
+
+
+# -- Swarm calls ----------------------------------------------------------------------------------------------------
+
+
+class SwarmGateway(DockerGateway):
+    """:class:`DockerGateway` with the Swarm calls, and a shared view of tasks and nodes for ``poll()``."""
+
+    def __init__(self, client: Any, concurrency: int, view_max_age: float):
+        super().__init__(client, concurrency, view_max_age)
+        self.tasks_view = TaskView(self, max_age=view_max_age)
+
+    async def inspect_service(self, name_or_id: str) -> dict[str, Any] | None:
+        try:
+            return await self._run(self.client.inspect_service, name_or_id)
+        except NotFound:
+            return None
+
+    async def create_service(self, spec: Mapping[str, Any]) -> str:
+        try:
+            created = await self._run(self.client.create_service, **spec)
+        except APIError as e:
+            raise DockerGatewayError(f"creating service {spec['name']} failed: {describe_api_error(e)}") from e
+        return created["ID"]
+
+    async def remove_service(self, name_or_id: str) -> None:
+        try:
+            await self._run(self.client.remove_service, name_or_id)
+        except NotFound:
+            pass
+        except APIError as e:
+            raise DockerGatewayError(f"removing service {name_or_id} failed: {describe_api_error(e)}") from e
+
+    async def tasks_of(self, service_id: str) -> list[dict[str, Any]]:
+        try:
+            return await self._run(self.client.tasks, filters={"service": service_id})
+        except NotFound:
+            return []
+
+    async def all_tasks(self) -> list[dict[str, Any]]:
+        return await self._run(self.client.tasks)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        return await self._run(self.client.nodes)
+
+    async def inspect_node(self, node_id: str) -> dict[str, Any] | None:
+        try:
+            return await self._run(self.client.inspect_node, node_id)
+        except (NotFound, APIError):
+            return None
+
+    async def service_logs_tail(self, name_or_id: str, lines: int) -> str:
+        def read() -> str:
+            raw = self.client.service_logs(name_or_id, stdout=True, stderr=True, tail=lines, follow=False)
+            return b"".join(raw).decode("utf-8", "replace") if not isinstance(raw, bytes) else raw.decode()
+
+        try:
+            return await self._run(read)
+        except (NotFound, APIError):
+            return ""
+
+    async def inspect_record(self, name: str) -> dict[str, Any] | None:
+        """A volume record (a Swarm config) by name."""
+        found = await self._run(self.client.configs, filters={"name": name})
+        exact = [c for c in found if (c.get("Spec") or {}).get("Name") == name]
+        return exact[0] if exact else None
+
+    async def create_record(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Create the record unless one of that name exists; True when made now."""
+        data = json.dumps({"volume": name})
+        try:
+            await self._run(self.client.create_config, name, data, labels=dict(labels))
+        except APIError as e:
+            if e.status_code == 409:
+                return False
+            raise DockerGatewayError(f"creating the record of volume {name} failed: {describe_api_error(e)}") from e
+        return True
+
+    async def update_record_labels(self, record: dict[str, Any], labels: Mapping[str, str]) -> None:
+        """Only a config's labels may change; its data never does."""
+        spec = {**record["Spec"], "Labels": dict(labels)}
+
+        def update() -> None:
+            url = self.client._url("/configs/{0}/update", record["ID"])
+            response = self.client._post_json(url, params={"version": record["Version"]["Index"]}, data=spec)
+            self.client._raise_for_status(response)
+
+        try:
+            await self._run(update)
+        except APIError as e:
+            raise DockerGatewayError(
+                f"recording the node of volume {spec['Name']} failed: {describe_api_error(e)}"
+            ) from e
+
+    async def remove_record(self, name_or_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._run(self.client.remove_config, name_or_id)
+
+    async def list_records(self, label_filters: list[str]) -> list[dict[str, Any]]:
+        return await self._run(self.client.configs, filters={"label": label_filters})
+
+    async def list_services(self, label_filters: list[str]) -> list[dict[str, Any]]:
+        return await self._run(self.client.services, filters={"label": label_filters})
+
+
+class TaskView:
+    """The project's tasks (and the nodes) as of one list request each, refreshed when older than ``max_age``:
+    every server's ``poll()`` reads the same snapshot."""
+
+    def __init__(self, gateway: SwarmGateway, max_age: float):
+        self._gateway = gateway
+        self.max_age = max_age
+        self._by_service: dict[str, list[dict[str, Any]]] = {}
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._taken_at = float("-inf")
+        self._refresh_task: asyncio.Task[None] | None = None
+        self.refreshes = 0
+
+    async def latest(self, service_id: str, not_older_than: float = float("-inf")) -> dict[str, Any] | None:
+        if self._taken_at < max(not_older_than, time.monotonic() - self.max_age):
+            if self._refresh_task is None or self._refresh_task.done():
+                self._refresh_task = asyncio.ensure_future(self._take_snapshot())
+            await asyncio.shield(self._refresh_task)
+        return latest_task(self._by_service.get(service_id, []))
+
+    def node(self, node_id: str) -> dict[str, Any] | None:
+        return self._nodes.get(node_id)
+
+    async def _take_snapshot(self) -> None:
+        started = time.monotonic()
+        tasks, nodes = await asyncio.gather(self._gateway.all_tasks(), self._gateway.nodes())
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for task in tasks:
+            labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+            if labels.get(names.LABEL_MANAGED) == "true":
+                by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        self._by_service = by_service
+        self._nodes = {node["ID"]: node for node in nodes}
+        self._taken_at = started
+        self.refreshes += 1
+
+
+# -- the engine -----------------------------------------------------------------------------------------------------
+
+
+class WorkloadNotRunning(DockerGatewayError):
+    """A workload's task ended, or can never start."""
+
+
+class SwarmEngine:
+    def __init__(
+        self,
+        gateway: SwarmGateway,
+        *,
+        hub_container: str = "",
+        stop_timeout: int = 10,
+        encrypted_networks: bool = False,
+        placement: Placement = Placement(),
+        volume_driver: str = "",
+        volume_driver_options: Mapping[str, str] | None = None,
+        assign_timeout: float = 60,
+    ):
+        self.gateway = gateway
+        self.hub_container = hub_container
+        self.stop_timeout = stop_timeout
+        self.encrypted_networks = encrypted_networks
+        self.placement = placement
+        self.volume_driver = volume_driver
+        self.volume_driver_options = dict(volume_driver_options or {})
+        self.assign_timeout = assign_timeout
+
+    @property
+    def shared_volumes(self) -> bool:
+        """Volumes every node reaches (a driver, or the local driver's NFS options): nothing to pin."""
+        return bool(self.volume_driver or self.volume_driver_options)
+
+    # -- networks -----------------------------------------------------------------------------------------------
+
+    async def ensure_network(self, plan: NetworkPlan) -> bool:
+        existing = await self.gateway.inspect_network(plan.name)
+        if existing is not None and not is_ours(existing):
+            raise DockerGatewayError(
+                f"the network name {plan.name} is taken by a network multiuser-spawner did not create; "
+                "an admin must rename or remove that network"
+            )
+        created = existing is None and await self.gateway.ensure_network(
+            overlay_network_config(plan, self.encrypted_networks)
+        )
+        if self.hub_container:
+            await self.gateway.connect_network(plan.name, self.hub_container)
+        return created
+
+    async def remove_network(self, name: str) -> None:
+        found = await self.gateway.inspect_network(name)
+        if found is None or not is_ours(found):
+            return
+        if self.hub_container:
+            await self.gateway.disconnect_network(name, self.hub_container)
+        # A removed service's endpoints leave the network a moment after its tasks are gone.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self.gateway.remove_network(name)
+                return
+            except DockerGatewayError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(TASK_CHECK_INTERVAL)
+
+    # -- volumes --------------------------------------------------------------------------------------------------
+
+    async def ensure_volume(self, plan: VolumePlan) -> tuple[Mapping[str, str], bool]:
+        record = await self.gateway.inspect_record(plan.name)
+        if record is not None:
+            return record["Spec"].get("Labels") or {}, False
+        if await self.gateway.create_record(plan.name, plan.labels):
+            return plan.labels, True
+        record = await self.gateway.inspect_record(plan.name)  # made by a concurrent spawn meanwhile
+        return (record or {}).get("Spec", {}).get("Labels") or {}, False
+
+    async def _records(self, workload: Workload) -> dict[str, dict[str, Any]]:
+        found = await asyncio.gather(*(self.gateway.inspect_record(m.source) for m in workload.mounts))
+        return {m.source: r for m, r in zip(workload.mounts, found, strict=True) if r is not None}
+
+    async def _pinned_node(self, workload: Workload, records: Mapping[str, dict[str, Any]]) -> str:
+        """The node the workload's volumes live on ("" for none yet, or shared volumes); raise at once when that
+        node cannot take it, naming the node."""
+        if self.shared_volumes:
+            return ""
+        pins = {name: r["Spec"].get("Labels", {}).get(LABEL_NODE, "") for name, r in records.items()}
+        nodes = {node for node in pins.values() if node}
+        if not nodes:
+            return ""
+        if len(nodes) > 1:
+            raise DockerGatewayError(
+                f"the volumes of {workload.name} live on different nodes ({', '.join(sorted(nodes))}); "
+                "an admin must move them to one node"
+            )
+        (node_id,) = nodes
+        node = await self.gateway.inspect_node(node_id)
+        volumes = ", ".join(sorted(name for name, pin in pins.items() if pin))
+        if node is None:
+            raise DockerGatewayError(
+                f"{workload.name} must run on node {node_id}, where its volumes ({volumes}) live, but that node has "
+                "left the swarm; an admin must bring it back or move the volumes"
+            )
+        why = node_unavailable(node)
+        if why:
+            raise DockerGatewayError(
+                f"{workload.name} must run on node {node_name(node)} ({node_id}), where its volumes ({volumes}) "
+                f"live, but that node {why}; an admin must make it available again "
+                f"(docker node update --availability active {node_name(node)}) or move the volumes"
+            )
+        return node_id
+
+    async def _remember_node(self, records: Mapping[str, dict[str, Any]], task: dict[str, Any]) -> None:
+        """Pin each volume that was not yet to the node its first task landed on."""
+        if self.shared_volumes:
+            return
+        node_id = task.get("NodeID") or ""
+        node = self.gateway.tasks_view.node(node_id) or await self.gateway.inspect_node(node_id) or {}
+        for record in records.values():
+            labels = dict(record["Spec"].get("Labels") or {})
+            if not labels.get(LABEL_NODE):
+                labels[LABEL_NODE] = node_id
+                labels[LABEL_NODE_NAME] = node_name(node) if node else node_id
+                await self.gateway.update_record_labels(record, labels)
+
+    # -- workloads --------------------------------------------------------------------------------------------------
+
+    async def start_workload(self, workload: Workload) -> str:
+        existing = await self.gateway.inspect_service(workload.name)
+        if existing is not None:
+            if not is_ours(existing["Spec"]):
+                raise DockerGatewayError(
+                    f"the service name {workload.name} is taken by a service multiuser-spawner did not create; "
+                    "an admin must rename or remove that service"
+                )
+            # Left by a hub that died: its task gets its clean stop before the new one mounts the same volumes.
+            await self._remove_and_wait(existing["ID"])
+        records = await self._records(workload)
+        pinned = await self._pinned_node(workload, records)
+        network = await self.gateway.inspect_network(workload.network)
+        if network is None:
+            raise DockerGatewayError(f"network {workload.network} of {workload.name} is missing")
+        volume_labels = {name: volume_labels_of_record(r["Spec"].get("Labels") or {}) for name, r in records.items()}
+        spec = service_from_workload(
+            workload,
+            network_id=network["Id"],
+            placement=Placement(self.placement.constraints, self.placement.preferences, pinned),
+            volume_labels=volume_labels,
+            stop_grace_seconds=self.stop_timeout,
+            volume_driver=self.volume_driver,
+            volume_driver_options=self.volume_driver_options,
+        )
+        service_id = await self.gateway.create_service(spec)
+        task = await self._wait_until_assigned(workload.name, service_id)
+        await self._remember_node(records, task)
+        return service_id
+
+    async def _wait_until_assigned(self, name: str, service_id: str) -> dict[str, Any]:
+        """The service's task once a node has it; raise with Swarm's reason as soon as it can never run."""
+        deadline = time.monotonic() + self.assign_timeout
+        while time.monotonic() < deadline:
+            task = latest_task(await self.gateway.tasks_of(service_id))
+            if task is not None:
+                failure = task_failure(task)
+                if failure:
+                    raise WorkloadNotRunning(f"service {name} cannot run: {failure}")
+                if task.get("NodeID") and task_state(task) not in UNASSIGNED_STATES:
+                    return task
+            await asyncio.sleep(TASK_CHECK_INTERVAL)
+        raise WorkloadNotRunning(f"service {name}: no node took its task in {self.assign_timeout:g} s")
+
+    async def _remove_and_wait(self, service_id: str, timeout: float | None = None) -> None:
+        """Remove the service, then wait until its tasks are gone (their containers stopped and removed), so its
+        volumes are free and its network has no endpoint left."""
+        await self.gateway.remove_service(service_id)
+        deadline = time.monotonic() + (timeout if timeout is not None else self.stop_timeout + 30)
+        while time.monotonic() < deadline:
+            if not await self.gateway.tasks_of(service_id):
+                return
+            await asyncio.sleep(TASK_CHECK_INTERVAL)
+        raise DockerGatewayError(f"the tasks of service {service_id} were still there {deadline:g} s after removal")
+
+    async def _ours(self, name: str) -> dict[str, Any] | None:
+        found = await self.gateway.inspect_service(name)
+        return found if found is not None and is_ours(found["Spec"]) else None
+
+    async def stop_workload(self, name: str, timeout: int, remove: bool = False) -> None:
+        """A service is stopped by removing it (its task gets the stop grace period of its spec); there is no
+        stopped service to keep, so ``remove`` changes nothing."""
+        found = await self._ours(name)
+        if found is not None:
+            await self._remove_and_wait(found["ID"], timeout + 30)
+
+    async def remove_workload(self, name: str) -> None:
+        found = await self._ours(name)
+        if found is not None:
+            await self._remove_and_wait(found["ID"])
+
+    async def task_of(self, name: str) -> dict[str, Any] | None:
+        found = await self._ours(name)
+        return latest_task(await self.gateway.tasks_of(found["ID"])) if found is not None else None
+
+    async def address(self, name: str, network: str, since: float) -> str:
+        task = await self.task_of(name)
+        if task is None:
+            raise WorkloadNotRunning(f"service {name} is gone")
+        failure = task_failure(task)
+        if failure:
+            raise WorkloadNotRunning(f"service {name} stopped: {failure}")
+        if task_state(task) != "running":
+            return ""
+        return task_address(task, network)
+
+    async def run_inside(self, name: str, command: list[str]) -> tuple[int, str]:
+        """Commands run only in a running task on the hub's own engine: another node's engine is out of the hub's
+        reach. Elsewhere the answer is a failed run that says so, and readiness goes on checking over the network
+        (which every preset does)."""
+        task = await self.task_of(name)
+        status = (task or {}).get("Status") or {}
+        container = (status.get("ContainerStatus") or {}).get("ContainerID", "")
+        if status.get("State") != "running" or not container or await self.gateway.inspect_container(container) is None:
+            return 1, (
+                f"cannot run a command in service {name}: its task is not running on the hub's node (a readiness "
+                "command needs that; on a swarm use a check over the network: tcp, postgres, redis, amqp, mysql)"
+            )
+        return await self.gateway.exec_run(container, command)
+
+    async def logs_tail(self, name: str, lines: int = 20) -> str:
+        return await self.gateway.service_logs_tail(name, lines)

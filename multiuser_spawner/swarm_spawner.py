@@ -1,0 +1,245 @@
+"""MultiUserSwarmSpawner: the same plan of a server (notebook, services, network, volumes), run on a Docker Swarm.
+
+The orchestration is :class:`~.spawner.MultiUserSpawner`'s; this class only swaps the engine
+(:class:`~.swarm.SwarmEngine`) and the few places where the spawner asks the engine about the notebook itself:
+its name (Swarm refuses ``.``), its home volume (made on its node by its task), its address (its task's, on the
+private overlay), whether it still runs (the shared task list), and the deletion of a user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, ClassVar
+
+from traitlets import Bool, Dict, Float, List, Unicode, default
+
+from . import names, plan, services
+from .docker_gateway import DockerGatewayError
+from .progress import SpawnProgress
+from .spawner import MultiUserSpawner, SpawnFailed
+from .swarm import (
+    Placement,
+    SwarmEngine,
+    SwarmGateway,
+    WorkloadNotRunning,
+    latest_task,
+    node_name,
+    task_failure,
+    task_state,
+)
+from .tcp import accepts_tcp, connect_intervals
+
+STATE_NODE = "swarm_node"
+#: how fresh "does the notebook's task still run" must be while waiting for it to listen (one shared list)
+TASK_STATE_INTERVAL = 0.5
+
+
+class MultiUserSwarmSpawner(MultiUserSpawner):
+    """One image, many users, many hosts: each server's notebook and services as Swarm services on a private
+    overlay network, each user kept on the node that holds their volumes."""
+
+    _gateways: ClassVar[dict[type, SwarmGateway]] = {}  # type: ignore[assignment]
+    _node: str = ""
+
+    swarm_placement_constraints = List(
+        Unicode(),
+        default_value=[],
+        help="""Swarm placement constraints of every service of a server (``["node.labels.tier==gpu"]``); per tier
+        through ``group_overrides``. A user's volumes add ``node.id==<their node>`` unless volumes are shared.""",
+    ).tag(config=True)
+
+    swarm_placement_preferences = List(
+        Dict(),
+        default_value=[],
+        help="""Swarm placement preferences of every service of a server, as in the Engine API
+        (``[{"Spread": {"SpreadDescriptor": "node.labels.rack"}}]``); per tier through ``group_overrides``.""",
+    ).tag(config=True)
+
+    swarm_encrypted_networks = Bool(
+        False,
+        help="""Encrypt each server's overlay network between nodes (IPsec; Docker's ``encrypted`` option). Costs
+        CPU on every packet that crosses hosts.""",
+    ).tag(config=True)
+
+    volume_driver = Unicode(
+        "",
+        help="""Volume driver of users' volumes on the nodes. Empty: the local driver. Setting it (or
+        ``volume_driver_options``) declares the volumes shared: a user may then start on any node instead of the
+        one that holds their files.""",
+    ).tag(config=True)
+
+    volume_driver_options = Dict(
+        value_trait=Unicode(),
+        default_value={},
+        help="""Options of the volume driver, passed through to every node, e.g. the local driver's NFS options
+        ``{"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/export/home"}``. Declares the volumes shared.""",
+    ).tag(config=True)
+
+    swarm_assign_timeout = Float(
+        60,
+        min=1,
+        help="""Seconds a new service's task may wait for a node before the spawn fails. A task no node can take
+        (constraints nobody meets, reservations too large) fails at once with Swarm's reason; this bounds the rest.""",
+    ).tag(config=True)
+
+    # -- engine ---------------------------------------------------------------------------------------------------
+
+    @property
+    def gateway(self) -> SwarmGateway:
+        cls = type(self)
+        if cls not in self._gateways:
+            max_age = self.poll_view_max_age if self.poll_view_max_age is not None else self.poll_interval
+            self._gateways[cls] = SwarmGateway.connect(
+                self.client_kwargs, self.docker_api_concurrency, max_age, tls_config=self.tls_config
+            )
+        return self._gateways[cls]
+
+    @property
+    def backend(self) -> SwarmEngine:  # type: ignore[override]
+        return SwarmEngine(
+            self.gateway,
+            hub_container=self.hub_container_name,
+            stop_timeout=self.stop_timeout,
+            encrypted_networks=self.swarm_encrypted_networks,
+            placement=Placement(tuple(self.swarm_placement_constraints), tuple(self.swarm_placement_preferences)),
+            volume_driver=self.volume_driver,
+            volume_driver_options=self.volume_driver_options,
+            assign_timeout=self.swarm_assign_timeout,
+        )
+
+    def check_settings(self) -> None:
+        super().check_settings()
+        if not self.remove:
+            raise ValueError(
+                "c.MultiUserSwarmSpawner.remove must stay True: a Swarm service cannot be kept stopped, and files "
+                "live on the volumes"
+            )
+
+    # -- names: Swarm refuses '.' ---------------------------------------------------------------------------------
+
+    @default("object_name")
+    def _object_name_default(self) -> str:
+        name = super()._object_name_default()
+        return names.swarm_name(name, "name_template") if name else name
+
+    def _names_for(self, specs: list[services.ServiceSpec]) -> names.ResourceNames:
+        return names.swarm_resource_names(super()._names_for(specs))
+
+    # -- state: the node the server runs on -----------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self._node:
+            state[STATE_NODE] = self._node
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self._node = state.get(STATE_NODE, "")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._node = ""
+
+    # -- the notebook ---------------------------------------------------------------------------------------------
+
+    async def _prepare_home(
+        self, resources: names.ResourceNames, image_info: dict[str, Any], image_user: str, progress: SpawnProgress
+    ) -> None:
+        """The home volume's record; the volume itself is made on the notebook's node by its task, and Docker's
+        copy of the image's home directory into a new volume gives it to the image's user."""
+        if not resources.home_volume:
+            return
+        servername = self.name if "{server" in self.home_volume_name_template else ""
+        volume = plan.VolumePlan(resources.home_volume, names.labels(names.ROLE_HOME, self.user.name, servername))
+        _, created = await self.backend.ensure_volume(volume)
+        progress.stage("volume", f"{'Created' if created else 'Found'} home volume {resources.home_volume}")
+
+    async def _notebook_stopped(self, error: WorkloadNotRunning) -> SpawnFailed:
+        logs = (await self.backend.logs_tail(self.object_name)).strip() or "(no output)"
+        return SpawnFailed(f"{error}. Its last log lines:\n{logs}")
+
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        """The notebook task's address on the server's overlay, once the task runs."""
+        backend = self.backend
+        network = self._server_network(self.resource_names)
+        deadline = time.monotonic() + self.start_timeout
+        pauses = connect_intervals()
+        while time.monotonic() < deadline:
+            try:
+                ip = await backend.address(self.object_name, network, self._started_at)
+            except WorkloadNotRunning as e:
+                raise await self._notebook_stopped(e) from e
+            if ip:
+                task = await backend.task_of(self.object_name)
+                self._node = (task or {}).get("NodeID", "")
+                return ip, self.port
+            await asyncio.sleep(next(pauses))
+        raise SpawnFailed(f"service {self.object_name} did not run in {self.start_timeout} s")
+
+    async def _wait_until_listening(self, container: str, ip: str, port: int) -> bool:
+        deadline = time.monotonic() + self.http_timeout
+        pauses = connect_intervals()
+        while time.monotonic() < deadline:
+            if await accepts_tcp(ip, port):
+                return True
+            task = await self.gateway.tasks_view.latest(self.object_id, time.monotonic() - TASK_STATE_INTERVAL)
+            failure = task_failure(task) if task is not None else ""
+            if failure:
+                raise await self._notebook_stopped(WorkloadNotRunning(f"service {container} stopped: {failure}"))
+            await asyncio.sleep(next(pauses))
+        return False
+
+    async def _notebook_status(self) -> int | None:
+        """From the shared task list (one request per interval for all servers): None while the notebook's task
+        runs on a node that is up, else its exit code (0 when it is gone, 1 when its node is down)."""
+        if not self.object_id:
+            return 0
+        task = await self.gateway.tasks_view.latest(self.object_id, not_older_than=self._started_at)
+        if task is None:
+            # not listed: rare (a service made after the snapshot), so ask about this one precisely
+            if await self.gateway.inspect_service(self.object_id) is None:
+                self.object_id = ""
+                return 0
+            task = latest_task(await self.gateway.tasks_of(self.object_id))
+            if task is None:
+                return None
+        failure = task_failure(task)
+        if failure:
+            self.log.warning("Service %s of %s stopped: %s", self.object_name, self._log_name, failure)
+            exit_code = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ExitCode")
+            return int(exit_code) if exit_code else (0 if task_state(task) == "complete" else 1)
+        node = self.gateway.tasks_view.node(task.get("NodeID", ""))
+        if node is not None and (node.get("Status") or {}).get("State") == "down":
+            self.log.warning("Node %s of %s's server is down", node_name(node), self._log_name)
+            return 1
+        return None
+
+    async def delete_forever(self) -> None:
+        """Remove the server's services and network, and (with ``remove_volumes_on_delete``) the records of its
+        volumes. The volumes themselves live on the nodes, out of a manager's reach: they are listed in the log
+        for the admin (``multiuser-spawner gc`` on each node removes them)."""
+        gateway = self.gateway
+        user_label = [f"{names.LABEL_USER}={self.user.name}", f"{names.LABEL_MANAGED}=true"]
+        prefix = f"{self.prefix}-"
+        removed: list[str] = []
+        for service in await gateway.list_services(user_label):
+            labels = service["Spec"].get("Labels") or {}
+            if labels.get(names.LABEL_SERVER, "") == (self.name or "") and service["Spec"]["Name"].startswith(prefix):
+                await self.backend.stop_workload(service["Spec"]["Name"], self.stop_timeout)
+                removed.append(service["Spec"]["Name"])
+        try:
+            await self.backend.remove_network(self.resource_names.network)
+        except DockerGatewayError as e:
+            self.log.warning("Could not remove network of %s: %s", self._log_name, e)
+        if self.remove_volumes_on_delete:
+            for record in await gateway.list_records(user_label):
+                spec = record["Spec"]
+                if spec["Name"].startswith(prefix) and (spec.get("Labels") or {}).get(names.LABEL_SERVER, "") in (
+                    "",
+                    self.name or "",
+                ):
+                    await gateway.remove_record(record["ID"])
+                    removed.append(f"record of volume {spec['Name']} (the volume stays on its node)")
+        self.log.info("Deleted %s: %s", self._log_name, ", ".join(removed) or "nothing was left")
