@@ -44,6 +44,7 @@ ENDED_STATES = ("complete", "failed", "shutdown", "rejected", "orphaned", "remov
 #: states of a task that has not been given to a node's engine yet
 UNASSIGNED_STATES = ("new", "pending", "allocated")
 TASK_CHECK_INTERVAL = 0.25
+ADMIN_AVAILABILITY = {"drain": "is drained by an admin", "pause": "is paused by an admin"}
 
 
 # -- pure builders --------------------------------------------------------------------------------------------------
@@ -239,7 +240,7 @@ def node_unavailable(node: dict[str, Any]) -> str:
     if state != "ready":
         return f"is {state}"
     if availability != "active":
-        return f"is {availability}ed by an admin" if availability in ("drain", "pause") else f"is {availability}"
+        return ADMIN_AVAILABILITY.get(availability, f"is {availability}")
     return ""
 
 
@@ -443,16 +444,18 @@ class SwarmEngine:
             return
         if self.hub_container:
             await self.gateway.disconnect_network(name, self.hub_container)
-        # A removed service's endpoints leave the network a moment after its tasks are gone.
+        # A removed service's endpoints leave the network a moment after its tasks are gone, and the network
+        # itself leaves a moment after its removal: a start right after a stop must not find it half-removed.
         deadline = time.monotonic() + 30
-        while True:
+        while await self.gateway.inspect_network(name) is not None:
             try:
                 await self.gateway.remove_network(name)
-                return
             except DockerGatewayError:
                 if time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(TASK_CHECK_INTERVAL)
+            if time.monotonic() > deadline:
+                raise DockerGatewayError(f"network {name} was still there 30 s after its removal")
+            await asyncio.sleep(TASK_CHECK_INTERVAL)
 
     # -- volumes --------------------------------------------------------------------------------------------------
 
@@ -565,7 +568,8 @@ class SwarmEngine:
         await self.gateway.remove_service(service_id)
         deadline = time.monotonic() + (timeout if timeout is not None else self.stop_timeout + 30)
         while time.monotonic() < deadline:
-            if not await self.gateway.tasks_of(service_id):
+            # not filtered by service: Swarm no longer knows the service by then, but its tasks are still listed
+            if not [t for t in await self.gateway.all_tasks() if t.get("ServiceID") == service_id]:
                 return
             await asyncio.sleep(TASK_CHECK_INTERVAL)
         raise DockerGatewayError(f"the tasks of service {service_id} were still there {deadline:g} s after removal")

@@ -216,6 +216,11 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
             return 1
         return None
 
+    async def _tear_down(self, resources: names.ResourceNames, timeout: int, notebook: bool = True) -> None:
+        """The notebook's service goes too when only its services were asked to (its task has ended): a stopped
+        service is of no use, and the network cannot be removed while a service refers to it."""
+        await super()._tear_down(resources, timeout, notebook=True)
+
     async def delete_forever(self) -> None:
         """Remove the server's services and network, and (with ``remove_volumes_on_delete``) the records of its
         volumes. The volumes themselves live on the nodes, out of a manager's reach: they are listed in the log

@@ -1,0 +1,207 @@
+"""The pure parts of the Swarm engine: service specs, names, task and node judgements, against literal values."""
+
+from __future__ import annotations
+
+import pytest
+
+from multiuser_spawner import names
+from multiuser_spawner.container_spec import EXTRA_CREATE
+from multiuser_spawner.plan import Mount, NetworkPlan, Resources, Security, Workload
+from multiuser_spawner.swarm import (
+    Placement,
+    node_unavailable,
+    overlay_network_config,
+    service_from_workload,
+    task_address,
+    task_failure,
+    volume_labels_of_record,
+)
+
+LABELS = {"org.multiuser-spawner.managed": "true", "org.multiuser-spawner.role": "service"}
+
+
+def test_a_service_workload_becomes_a_one_replica_dnsrr_service_with_limits_reservations_and_volume_mounts():
+    workload = Workload(
+        name="jh-ada_db",
+        image="postgres:15",
+        command=("postgres", "-c", "fsync=on"),
+        environment={"POSTGRES_PASSWORD": "s3cret"},
+        labels=LABELS,
+        network="jh-ada_net",
+        aliases=("db",),
+        hostname="db",
+        mounts=(Mount("jh-ada_db", "/var/lib/postgresql/data"),),
+        resources=Resources(cpu_limit=0.5, cpu_guarantee=0.25, mem_limit=256 * 2**20, mem_guarantee=128 * 2**20),
+        security=Security(cap_drop=("ALL",), cap_add=("CHOWN", "SETUID"), pids_limit=512, init=True),
+        stop_signal="SIGINT",
+        restarts_on_failure=5,
+    )
+    spec = service_from_workload(
+        workload,
+        network_id="net123",
+        placement=Placement(constraints=("node.role==worker",), pinned_node="node9"),
+        volume_labels={"jh-ada_db": {"org.multiuser-spawner.role": "service-data"}},
+        stop_grace_seconds=10,
+    )
+    assert spec == {
+        "name": "jh-ada_db",
+        "labels": LABELS,
+        "mode": {"Replicated": {"Replicas": 1}},
+        "endpoint_spec": {"Mode": "dnsrr"},
+        "task_template": {
+            "ContainerSpec": {
+                "Image": "postgres:15",
+                "Labels": LABELS,
+                "Env": ["POSTGRES_PASSWORD=s3cret"],
+                "Args": ["postgres", "-c", "fsync=on"],
+                "Hostname": "db",
+                "StopSignal": "SIGINT",
+                "StopGracePeriod": 10_000_000_000,
+                "Mounts": [
+                    {
+                        "Type": "volume",
+                        "Source": "jh-ada_db",
+                        "Target": "/var/lib/postgresql/data",
+                        "ReadOnly": False,
+                        "VolumeOptions": {"Labels": {"org.multiuser-spawner.role": "service-data"}},
+                    }
+                ],
+                "Init": True,
+                "CapabilityDrop": ["ALL"],
+                "CapabilityAdd": ["CHOWN", "SETUID"],
+            },
+            "Resources": {
+                "Limits": {"NanoCPUs": 500_000_000, "MemoryBytes": 256 * 2**20, "Pids": 512},
+                "Reservations": {"NanoCPUs": 250_000_000, "MemoryBytes": 128 * 2**20},
+            },
+            "RestartPolicy": {"Condition": "on-failure", "MaxAttempts": 5},
+            "Placement": {"Constraints": ["node.role==worker", "node.id==node9"]},
+            "Networks": [{"Target": "net123", "Aliases": ["db"]}],
+        },
+    }
+
+
+def test_a_notebook_is_never_restarted_by_swarm_and_shared_volumes_carry_their_driver():
+    workload = Workload(
+        name="jh-ada",
+        image="nb",
+        command=None,
+        environment={},
+        labels=LABELS,
+        network="jh-ada_net",
+        mounts=(Mount("jh-ada_home", "/home/jovyan"),),
+        security=Security(pids_limit=None),
+        engine_extras={EXTRA_CREATE: {"user": "1000:100", "working_dir": "/tmp"}},
+    )
+    spec = service_from_workload(
+        workload,
+        network_id="n",
+        placement=Placement(preferences=({"Spread": {"SpreadDescriptor": "node.labels.rack"}},)),
+        volume_labels={},
+        stop_grace_seconds=3,
+        volume_driver="",
+        volume_driver_options={"type": "nfs", "o": "addr=10.0.0.5", "device": ":/export"},
+    )
+    template = spec["task_template"]
+    assert template["RestartPolicy"] == {"Condition": "none"}
+    assert template["Placement"] == {"Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.rack"}}]}
+    assert template["Resources"] == {"Limits": {}, "Reservations": {}}
+    assert template["Networks"] == [{"Target": "n"}]
+    container = template["ContainerSpec"]
+    assert container["User"] == "1000:100"
+    assert "Args" not in container and "Hostname" not in container
+    assert container["Mounts"][0]["VolumeOptions"] == {
+        "Labels": {},
+        "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=10.0.0.5", "device": ":/export"}},
+    }
+
+
+def test_the_overlay_is_attachable_and_encrypted_on_request():
+    plan = NetworkPlan("jh-ada_net", {"org.multiuser-spawner.role": "network"})
+    assert overlay_network_config(plan, encrypted=False) == {
+        "name": "jh-ada_net",
+        "driver": "overlay",
+        "attachable": True,
+        "labels": {"org.multiuser-spawner.role": "network"},
+        "check_duplicate": True,
+    }
+    assert overlay_network_config(plan, encrypted=True)["options"] == {"encrypted": "true"}
+
+
+def test_a_volume_gets_its_records_labels_but_never_the_password_or_the_pin():
+    record = {
+        "org.multiuser-spawner.role": "service-data",
+        "org.multiuser-spawner.password": "s3cret",
+        "org.multiuser-spawner.node": "node9",
+        "org.multiuser-spawner.node-name": "worker-1",
+    }
+    assert volume_labels_of_record(record) == {"org.multiuser-spawner.role": "service-data"}
+
+
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        ({"State": "running"}, ""),
+        ({"State": "pending", "Message": "pending task scheduling"}, ""),
+        (
+            {"State": "pending", "Err": "no suitable node (scheduling constraints not satisfied on 3 nodes)"},
+            "task pending: no suitable node (scheduling constraints not satisfied on 3 nodes)",
+        ),
+        ({"State": "rejected", "Err": "No such image: nb:latest"}, "task rejected: No such image: nb:latest"),
+        (
+            {"State": "failed", "Err": "task: non-zero exit (3)", "ContainerStatus": {"ExitCode": 3}},
+            "task failed, exit code 3: task: non-zero exit (3)",
+        ),
+        ({"State": "complete", "Message": "finished", "ContainerStatus": {"ExitCode": 0}}, "task complete: finished"),
+    ],
+)
+def test_a_task_that_can_never_run_is_told_at_once_with_swarms_reason(status, expected):
+    assert task_failure({"Status": status}) == expected
+
+
+def test_a_tasks_address_is_read_on_its_network_by_name():
+    task = {
+        "NetworksAttachments": [
+            {"Network": {"Spec": {"Name": "ingress"}}, "Addresses": ["10.0.0.5/24"]},
+            {"Network": {"Spec": {"Name": "jh-ada_net"}}, "Addresses": ["10.0.7.4/24"]},
+        ]
+    }
+    assert task_address(task, "jh-ada_net") == "10.0.7.4"
+    assert task_address(task, "other") == ""
+
+
+@pytest.mark.parametrize(
+    "state, availability, expected",
+    [
+        ("ready", "active", ""),
+        ("down", "active", "is down"),
+        ("ready", "drain", "is drained by an admin"),
+        ("ready", "pause", "is paused by an admin"),
+    ],
+)
+def test_why_a_node_cannot_take_a_task(state, availability, expected):
+    assert node_unavailable({"Status": {"State": state}, "Spec": {"Availability": availability}}) == expected
+
+
+def test_swarm_names_have_no_dot_stay_apart_and_are_stable():
+    fields = names.template_fields("jh", "alice", "x")
+    resolved = names.resource_names(names.NameTemplates(), fields, ["db"])
+    swarm = names.swarm_resource_names(resolved)
+    assert swarm.container == "jh-alice__x"
+    assert swarm.network == "jh-alice__x_net"
+    assert swarm.services["db"].container == "jh-alice__x_db"
+    assert swarm.home_volume == resolved.home_volume == "jh-alice_home"
+    assert swarm.services["db"].volume == resolved.services["db"].volume == "jh-alice.x_db"
+    # a user whose name looks like another's server never meets it
+    other = names.resource_names(names.NameTemplates(), names.template_fields("jh", "alice-x", ""), ["db"])
+    assert names.swarm_resource_names(other).container == "jh-alice-x" != swarm.container
+    assert names.swarm_resource_names(resolved) == swarm
+
+
+def test_a_long_swarm_name_is_shortened_with_a_hash_and_a_name_swarm_refuses_names_the_setting():
+    long = "jh-" + "a" * 40 + "." + "b" * 25
+    fitted = names.swarm_name(long, "name_template")
+    assert len(fitted) == names.MAX_NAME_LENGTH and "." not in fitted
+    assert fitted != names.swarm_name(long[:-1] + "c", "name_template")
+    with pytest.raises(ValueError, match="name_template"):
+        names.swarm_name("jh-alice-", "name_template")
