@@ -311,7 +311,11 @@ def test_a_users_postgres_is_unreachable_from_another_users_notebook(hub, swarm)
         f"try:\n    s.connect(({address!r}, 5432)); print('connected')\nexcept OSError as e:\n    print('refused', e)"
     )
     code, out = swarm.exec_in_service(notebook_service(hub, "eve"), f"python3 -c {quote(probe)}")
-    assert code == 0 and out.startswith("refused"), out
+    subnets = {
+        user: swarm.api.inspect_network(f"{hub.prefix}-{user}_net")["IPAM"]["Config"][0]["Subnet"]
+        for user in ("ada", "eve")
+    }
+    assert code == 0 and out.startswith("refused"), (out, address, subnets)
     # and ada's own notebook does reach it, at the same address
     code, out = swarm.exec_in_service(notebook_service(hub, "ada"), f"python3 -c {quote(probe)}")
     assert (code, out) == (0, "connected\n")
