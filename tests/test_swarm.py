@@ -313,19 +313,19 @@ def test_a_users_postgres_is_unreachable_from_another_users_notebook(hub, swarm)
         for a in ada_db["NetworksAttachments"]
         if a["Network"]["Spec"]["Name"] == f"{hub.prefix}-ada_net"
     ]
+    # A Postgres answers an SSL request with one byte, S or N. Only that proves the server was reached: on some
+    # networks (this machine's among them) an outbound connection to an unknown address is accepted by a proxy.
     probe = (
-        "import socket, sys\ns = socket.socket(); s.settimeout(3)\n"
-        f"try:\n    s.connect(({address!r}, 5432)); print('connected')\nexcept OSError as e:\n    print('refused', e)"
+        "import socket\ns = socket.socket(); s.settimeout(3)\n"
+        f"try:\n    s.connect(({address!r}, 5432)); s.sendall(bytes([0, 0, 0, 8, 4, 210, 22, 47]))\n"
+        "    print('postgres' if s.recv(1) in (b'S', b'N') else 'not postgres')\n"
+        "except OSError as e:\n    print('unreachable', e)"
     )
     code, out = swarm.exec_in_service(notebook_service(hub, "eve"), f"python3 -c {quote(probe)}")
-    subnets = {
-        user: swarm.api.inspect_network(f"{hub.prefix}-{user}_net")["IPAM"]["Config"][0]["Subnet"]
-        for user in ("ada", "eve")
-    }
-    assert code == 0 and out.startswith("refused"), (out, address, subnets)
-    # and ada's own notebook does reach it, at the same address
+    assert code == 0 and not out.startswith("postgres"), (out, address)
+    # and ada's own notebook does reach it, at the same address, whichever node each runs on
     code, out = swarm.exec_in_service(notebook_service(hub, "ada"), f"python3 -c {quote(probe)}")
-    assert (code, out) == (0, "connected\n")
+    assert (code, out) == (0, "postgres\n")
 
 
 def test_a_hub_restart_re_adopts_the_running_services(hub, swarm):
