@@ -93,6 +93,7 @@ CONFIG = f"""
 c.JupyterHub.spawner_class = "multiuser-swarm"
 c.JupyterHub.hub_ip = "0.0.0.0"
 c.Spawner.poll_interval = 2
+c.MultiUserSpawner.remove_volumes_on_delete = True
 c.MultiUserSpawner.services = {{"db": {{"preset": "postgres", "image": {POSTGRES_IMAGE!r}}}}}
 c.MultiUserSpawner.group_overrides = {{
     "1-small": {{"groups": ["small"], "spawner_override": {{
@@ -196,7 +197,16 @@ def swarm_hubs(docker_client, swarm, tmp_path_factory):
     hubs.cleanup(swarm)
 
 
-USERS = {"ada": [], "bob": [], "cy": ["small"], "dee": [], "eve": [], "fay": ["workers"], "nobody": ["nowhere"]}
+USERS = {
+    "ada": [],
+    "bob": [],
+    "cy": ["small"],
+    "dee": [],
+    "eve": [],
+    "fay": ["workers"],
+    "gus": [],
+    "nobody": ["nowhere"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +336,17 @@ def test_a_users_postgres_is_unreachable_from_another_users_notebook(hub, swarm)
     # and ada's own notebook does reach it, at the same address, whichever node each runs on
     code, out = swarm.exec_in_service(notebook_service(hub, "ada"), f"python3 -c {quote(probe)}")
     assert (code, out) == (0, "postgres\n")
+
+
+def test_deleting_a_user_removes_their_services_network_and_volume_records(hub, swarm):
+    hub.start_server("gus")
+    prefix = f"{hub.prefix}-gus"
+    assert [c for c in swarm.api.configs() if c["Spec"]["Name"].startswith(prefix)]
+    r = hub.request("DELETE", "/users/gus")  # a running user: the hub stops the server, then deletes
+    assert r.status_code == 204, r.text
+    assert [s for s in swarm.api.services() if s["Spec"]["Name"].startswith(prefix)] == []
+    assert [n for n in swarm.api.networks() if n["Name"].startswith(prefix)] == []
+    assert [c for c in swarm.api.configs() if c["Spec"]["Name"].startswith(prefix)] == []
 
 
 def test_a_hub_restart_re_adopts_the_running_services(hub, swarm):
