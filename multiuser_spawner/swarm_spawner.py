@@ -223,8 +223,8 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
 
     async def delete_forever(self) -> None:
         """Remove the server's services and network, and (with ``remove_volumes_on_delete``) the records of its
-        volumes. The volumes themselves live on the nodes, out of a manager's reach: they are listed in the log
-        for the admin (``multiuser-spawner gc`` on each node removes them)."""
+        volumes. The volumes themselves live on the nodes, out of a manager's reach: the log names each one, for an
+        admin to remove on its node."""
         gateway = self.gateway
         user_label = [f"{names.LABEL_USER}={self.user.name}", f"{names.LABEL_MANAGED}=true"]
         prefix = f"{self.prefix}-"
@@ -241,9 +241,9 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
         if self.remove_volumes_on_delete:
             for record in await gateway.list_records(user_label):
                 spec = record["Spec"]
-                if spec["Name"].startswith(prefix) and (spec.get("Labels") or {}).get(names.LABEL_SERVER, "") in (
-                    "",
-                    self.name or "",
+                # a named server's deletion leaves the user's home (labelled with no server) to the default one
+                if spec["Name"].startswith(prefix) and (spec.get("Labels") or {}).get(names.LABEL_SERVER, "") == (
+                    self.name or ""
                 ):
                     await gateway.remove_record(record["ID"])
                     removed.append(f"record of volume {spec['Name']} (the volume stays on its node)")
