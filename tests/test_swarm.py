@@ -1,8 +1,9 @@
 """MultiUserSwarmSpawner on a real swarm with a real hub: notebooks and their Postgres as Swarm services on private
 overlay networks, users kept on the node that holds their files, failures reported in seconds with Swarm's reason.
 
-The host's engine is the manager. Where ``scripts/swarm up`` has added Docker-in-Docker workers, the tests that need
-two nodes or more run on them; on a single-node swarm they are skipped (and fail when CI is set).
+The host's engine is the manager and two Docker-in-Docker containers are the workers: ``scripts/swarm up`` (run by
+the ``swarm_stack`` fixture whenever the swarm is not whole) makes them. Without a swarm the tests skip, and fail
+when CI is set.
 
 How the hub reaches the servers: a hub belongs in a container on a manager, attached to each server's overlay
 network (a process on the host cannot join an overlay). The test hub is the host's own JupyterHub process run inside
@@ -74,14 +75,16 @@ class Swarm:
 
 
 @pytest.fixture(scope="module")
-def swarm(docker_client) -> Swarm:
+def cluster(docker_client, swarm_stack) -> Swarm:
+    """The swarm, brought up (``scripts/swarm up``) when it is not whole."""
+    swarm_stack.ensure()
     return Swarm(docker_client)
 
 
 @pytest.fixture(scope="module")
-def workers(swarm) -> list[str]:
+def workers(cluster) -> list[str]:
     """The ready worker nodes; two or more are needed to show users spread and pinned across hosts."""
-    found = [n["ID"] for n in swarm.nodes() if n["ID"] != swarm.manager_id]
+    found = [n["ID"] for n in cluster.nodes() if n["ID"] != cluster.manager_id]
     if len(found) < 2:
         _unavailable(f"the swarm has {len(found)} ready worker(s); `scripts/swarm up` adds two")
     return found
@@ -147,19 +150,19 @@ class SwarmHubs:
         hub.start()
         return hub
 
-    def cleanup(self, swarm: Swarm) -> None:
+    def cleanup(self, cluster: Swarm) -> None:
         for hub in self.hubs:
             hub.stop()
         for holder in self.holders:  # first: its attachments keep the overlays in use
             holder.remove(force=True)
         for hub in self.hubs:
-            remove_swarm_objects(swarm, hub.prefix)
+            remove_swarm_objects(cluster, hub.prefix)
             cleanup_prefix(self.client, hub.prefix)
 
 
-def remove_swarm_objects(swarm: Swarm, prefix: str) -> None:
+def remove_swarm_objects(cluster: Swarm, prefix: str) -> None:
     """Services, networks and volume records named ``prefix-*``, and the volumes the tasks made on each node."""
-    api = swarm.api
+    api = cluster.api
     removed = set()
     for service in api.services():
         if service["Spec"]["Name"].startswith(f"{prefix}-"):
@@ -171,12 +174,13 @@ def remove_swarm_objects(swarm: Swarm, prefix: str) -> None:
     for config in api.configs():
         if config["Spec"]["Name"].startswith(f"{prefix}-"):
             api.remove_config(config["ID"])
-    for node in swarm.nodes():
+    for node in cluster.nodes():
         for _ in range(60):  # the tasks' containers leave a moment after their services
-            listed = swarm.engine_run(node["ID"], ["volume", "ls", "-q", "--filter", f"name={prefix}-"]).stdout.split()
+            found = cluster.engine_run(node["ID"], ["volume", "ls", "-q", "--filter", f"name={prefix}-"])
+            listed = found.stdout.split()
             if not listed:
                 break
-            if swarm.engine_run(node["ID"], ["volume", "rm", "-f", *listed]).returncode == 0:
+            if cluster.engine_run(node["ID"], ["volume", "rm", "-f", *listed]).returncode == 0:
                 break
             time.sleep(1)
     deadline = time.monotonic() + 60
@@ -191,10 +195,10 @@ def remove_swarm_objects(swarm: Swarm, prefix: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def swarm_hubs(docker_client, swarm, tmp_path_factory):
+def swarm_hubs(docker_client, cluster, tmp_path_factory):
     hubs = SwarmHubs(docker_client, tmp_path_factory)
     yield hubs
-    hubs.cleanup(swarm)
+    hubs.cleanup(cluster)
 
 
 USERS = {
@@ -221,13 +225,13 @@ def notebook_service(hub: HubStack, user: str) -> str:
 PSQL_WRITE = "CREATE TABLE IF NOT EXISTS notes (body text); INSERT INTO notes VALUES ('kept in postgres')"
 
 
-def run_sql(swarm: Swarm, service: str, sql: str) -> tuple[int, str]:
+def run_sql(cluster: Swarm, service: str, sql: str) -> tuple[int, str]:
     """Run SQL from the notebook, through its PG* variables (the service's host name, user and password)."""
     code = (
         "import psycopg\nwith psycopg.connect('') as c:\n"
         f"    r = c.execute({sql!r})\n    print(r.fetchall() if r.description else 'done')"
     )
-    return swarm.exec_in_service(service, f"python3 -c {quote(code)}")
+    return cluster.exec_in_service(service, f"python3 -c {quote(code)}")
 
 
 def quote(text: str) -> str:
@@ -237,11 +241,11 @@ def quote(text: str) -> str:
 # -- tests ----------------------------------------------------------------------------------------------------------
 
 
-def test_a_notebook_and_its_postgres_run_as_swarm_services_on_a_private_overlay(hub, swarm):
+def test_a_notebook_and_its_postgres_run_as_swarm_services_on_a_private_overlay(hub, cluster):
     hub.start_server("ada")
     name = notebook_service(hub, "ada")
     assert "." not in name
-    service = swarm.api.inspect_service(name)
+    service = cluster.api.inspect_service(name)
     spec = service["Spec"]
     assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
     assert spec["EndpointSpec"]["Mode"] == "dnsrr"
@@ -250,61 +254,61 @@ def test_a_notebook_and_its_postgres_run_as_swarm_services_on_a_private_overlay(
     assert {m["Type"] for m in template["ContainerSpec"]["Mounts"]} == {"volume"}
     assert template["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
     (network,) = template["Networks"]
-    net = swarm.api.inspect_network(network["Target"])
+    net = cluster.api.inspect_network(network["Target"])
     assert net["Driver"] == "overlay" and net["Attachable"] is True
-    db = swarm.api.inspect_service(f"{hub.prefix}-ada_db")
+    db = cluster.api.inspect_service(f"{hub.prefix}-ada_db")
     assert db["Spec"]["TaskTemplate"]["Networks"][0]["Aliases"] == ["db"]
-    assert run_sql(swarm, name, PSQL_WRITE) == (0, "done\n")
-    assert run_sql(swarm, name, "SELECT body FROM notes") == (0, "[('kept in postgres',)]\n")
+    assert run_sql(cluster, name, PSQL_WRITE) == (0, "done\n")
+    assert run_sql(cluster, name, "SELECT body FROM notes") == (0, "[('kept in postgres',)]\n")
     # through the proxy, as a user's browser would
     assert hub.server_api("ada", "api/status").status_code == 200
 
 
-def test_stop_removes_services_waits_for_tasks_then_removes_the_network(hub, swarm):
+def test_stop_removes_services_waits_for_tasks_then_removes_the_network(hub, cluster):
     hub.start_server("bob")
     network = f"{hub.prefix}-bob_net"
     services = [notebook_service(hub, "bob"), f"{hub.prefix}-bob_db"]
-    ids = [swarm.api.inspect_service(s)["ID"] for s in services]
+    ids = [cluster.api.inspect_service(s)["ID"] for s in services]
     hub.stop_server("bob")
-    assert [s for s in swarm.api.services() if s["ID"] in ids] == []
-    assert [t for t in swarm.api.tasks() if t["ServiceID"] in ids] == []
-    assert swarm.api.networks(names=[network]) == []
+    assert [s for s in cluster.api.services() if s["ID"] in ids] == []
+    assert [t for t in cluster.api.tasks() if t["ServiceID"] in ids] == []
+    assert cluster.api.networks(names=[network]) == []
 
 
-def test_a_returning_user_finds_their_file_and_rows_on_the_node_that_holds_them(hub, swarm):
+def test_a_returning_user_finds_their_file_and_rows_on_the_node_that_holds_them(hub, cluster):
     hub.start_server("dee")
     name = notebook_service(hub, "dee")
-    assert swarm.exec_in_service(name, "echo 'my essay' > ~/essay.txt")[0] == 0
-    assert run_sql(swarm, name, PSQL_WRITE) == (0, "done\n")
-    first_node = swarm.task(name)["NodeID"]
-    record = [c for c in swarm.api.configs() if c["Spec"]["Name"] == f"{hub.prefix}-dee_home"]
+    assert cluster.exec_in_service(name, "echo 'my essay' > ~/essay.txt")[0] == 0
+    assert run_sql(cluster, name, PSQL_WRITE) == (0, "done\n")
+    first_node = cluster.task(name)["NodeID"]
+    record = [c for c in cluster.api.configs() if c["Spec"]["Name"] == f"{hub.prefix}-dee_home"]
     assert record[0]["Spec"]["Labels"][LABEL_NODE] == first_node
     hub.stop_server("dee")
     hub.start_server("dee")
-    assert swarm.task(name)["NodeID"] == first_node
-    constraints = swarm.api.inspect_service(name)["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
+    assert cluster.task(name)["NodeID"] == first_node
+    constraints = cluster.api.inspect_service(name)["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
     assert f"node.id=={first_node}" in constraints
-    assert swarm.exec_in_service(name, "cat ~/essay.txt") == (0, "my essay\n")
-    assert run_sql(swarm, name, "SELECT body FROM notes") == (0, "[('kept in postgres',)]\n")
+    assert cluster.exec_in_service(name, "cat ~/essay.txt") == (0, "my essay\n")
+    assert run_sql(cluster, name, "SELECT body FROM notes") == (0, "[('kept in postgres',)]\n")
 
 
-def test_a_constraint_nobody_meets_fails_the_spawn_in_seconds_with_swarms_reason(hub, swarm):
+def test_a_constraint_nobody_meets_fails_the_spawn_in_seconds_with_swarms_reason(hub, cluster):
     began = time.monotonic()
     message = spawn_failure_message(hub, "nobody")
     elapsed = time.monotonic() - began
     assert "no suitable node" in message, message
     assert elapsed < 20, f"the spawn took {elapsed:.1f} s to fail"
-    assert [s for s in swarm.api.services() if s["Spec"]["Name"].startswith(f"{hub.prefix}-nobody")] == []
+    assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(f"{hub.prefix}-nobody")] == []
 
 
-def test_limits_and_reservations_are_in_the_spec_and_limits_in_the_nodes_cgroup(hub, swarm):
+def test_limits_and_reservations_are_in_the_spec_and_limits_in_the_nodes_cgroup(hub, cluster):
     hub.start_server("cy")
     name = notebook_service(hub, "cy")
-    resources = swarm.api.inspect_service(name)["Spec"]["TaskTemplate"]["Resources"]
+    resources = cluster.api.inspect_service(name)["Spec"]["TaskTemplate"]["Resources"]
     assert resources["Limits"]["MemoryBytes"] == 300 * 1024**2
     assert resources["Limits"]["NanoCPUs"] == 500_000_000
     assert resources["Reservations"] == {"NanoCPUs": 250_000_000, "MemoryBytes": 200 * 1024**2}
-    code, out = swarm.exec_in_service(
+    code, out = cluster.exec_in_service(
         name,
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null"
         " || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max",
@@ -314,10 +318,10 @@ def test_limits_and_reservations_are_in_the_spec_and_limits_in_the_nodes_cgroup(
     assert "50000" in out.split()
 
 
-def test_a_users_postgres_is_unreachable_from_another_users_notebook(hub, swarm):
+def test_a_users_postgres_is_unreachable_from_another_users_notebook(hub, cluster):
     hub.start_server("ada")
     hub.start_server("eve")
-    ada_db = swarm.task(f"{hub.prefix}-ada_db")
+    ada_db = cluster.task(f"{hub.prefix}-ada_db")
     (address,) = [
         a["Addresses"][0].split("/")[0]
         for a in ada_db["NetworksAttachments"]
@@ -331,65 +335,65 @@ def test_a_users_postgres_is_unreachable_from_another_users_notebook(hub, swarm)
         "    print('postgres' if s.recv(1) in (b'S', b'N') else 'not postgres')\n"
         "except OSError as e:\n    print('unreachable', e)"
     )
-    code, out = swarm.exec_in_service(notebook_service(hub, "eve"), f"python3 -c {quote(probe)}")
+    code, out = cluster.exec_in_service(notebook_service(hub, "eve"), f"python3 -c {quote(probe)}")
     assert code == 0 and not out.startswith("postgres"), (out, address)
     # and ada's own notebook does reach it, at the same address, whichever node each runs on
-    code, out = swarm.exec_in_service(notebook_service(hub, "ada"), f"python3 -c {quote(probe)}")
+    code, out = cluster.exec_in_service(notebook_service(hub, "ada"), f"python3 -c {quote(probe)}")
     assert (code, out) == (0, "postgres\n")
 
 
-def test_deleting_a_user_removes_their_services_network_and_volume_records(hub, swarm):
+def test_deleting_a_user_removes_their_services_network_and_volume_records(hub, cluster):
     hub.start_server("gus")
     prefix = f"{hub.prefix}-gus"
-    assert [c for c in swarm.api.configs() if c["Spec"]["Name"].startswith(prefix)]
+    assert [c for c in cluster.api.configs() if c["Spec"]["Name"].startswith(prefix)]
     r = hub.request("DELETE", "/users/gus")  # a running user: the hub stops the server, then deletes
     assert r.status_code == 204, r.text
-    assert [s for s in swarm.api.services() if s["Spec"]["Name"].startswith(prefix)] == []
-    assert [n for n in swarm.api.networks() if n["Name"].startswith(prefix)] == []
-    assert [c for c in swarm.api.configs() if c["Spec"]["Name"].startswith(prefix)] == []
+    assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(prefix)] == []
+    assert [n for n in cluster.api.networks() if n["Name"].startswith(prefix)] == []
+    assert [c for c in cluster.api.configs() if c["Spec"]["Name"].startswith(prefix)] == []
 
 
-def test_a_hub_restart_re_adopts_the_running_services(hub, swarm):
+def test_a_hub_restart_re_adopts_the_running_services(hub, cluster):
     hub.start_server("ada")
     name = notebook_service(hub, "ada")
-    service_id = swarm.api.inspect_service(name)["ID"]
+    service_id = cluster.api.inspect_service(name)["ID"]
     hub.restart()
     hub.wait_ready("ada")
     assert hub.server_api("ada", "api/status").status_code == 200
-    assert swarm.api.inspect_service(name)["ID"] == service_id
-    assert run_sql(swarm, name, "SELECT 1") == (0, "[(1,)]\n")
+    assert cluster.api.inspect_service(name)["ID"] == service_id
+    assert run_sql(cluster, name, "SELECT 1") == (0, "[(1,)]\n")
 
 
 # -- across nodes ---------------------------------------------------------------------------------------------------
 
 
-def test_users_spread_over_nodes_and_reach_their_postgres_across_nodes(hub, swarm, workers):
+def test_users_spread_over_nodes_and_reach_their_postgres_across_nodes(hub, cluster, workers):
     users = ["ada", "bob", "dee", "eve", "fay"]
     for user in users:
         hub.start_server(user)
-    nodes = {user: swarm.task(notebook_service(hub, user))["NodeID"] for user in users}
+    nodes = {user: cluster.task(notebook_service(hub, user))["NodeID"] for user in users}
     assert len(set(nodes.values())) >= 2, nodes
-    crossing = [u for u in users if swarm.task(f"{hub.prefix}-{u}_db")["NodeID"] != nodes[u]]
+    crossing = [u for u in users if cluster.task(f"{hub.prefix}-{u}_db")["NodeID"] != nodes[u]]
     for user in crossing or users:
-        assert run_sql(swarm, notebook_service(hub, user), "SELECT 1") == (0, "[(1,)]\n")
+        assert run_sql(cluster, notebook_service(hub, user), "SELECT 1") == (0, "[(1,)]\n")
     if IN_CI:
         assert crossing, "no user's postgres landed on another node than their notebook"
 
 
-def test_a_drained_pinned_node_fails_the_spawn_at_once_naming_the_node(hub, swarm, workers):
+def test_a_drained_pinned_node_fails_the_spawn_at_once_naming_the_node(hub, cluster, workers):
     hub.start_server("fay")
-    node_id = swarm.task(notebook_service(hub, "fay"))["NodeID"]
+    node_id = cluster.task(notebook_service(hub, "fay"))["NodeID"]
     assert node_id in workers  # fay's tier is placed on workers: the manager is never drained here
-    hostname = swarm.hostname(node_id)
+    hostname = cluster.hostname(node_id)
     hub.stop_server("fay")
-    node = swarm.api.inspect_node(node_id)
+    node = cluster.api.inspect_node(node_id)
     spec = {**node["Spec"], "Availability": "drain"}
-    swarm.api.update_node(node_id, node["Version"]["Index"], spec)
+    cluster.api.update_node(node_id, node["Version"]["Index"], spec)
     try:
         began = time.monotonic()
         message = spawn_failure_message(hub, "fay")
         assert hostname in message and "drain" in message, message
         assert time.monotonic() - began < 10
     finally:
-        node = swarm.api.inspect_node(node_id)
-        swarm.api.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Availability": "active"})
+        node = cluster.api.inspect_node(node_id)
+        cluster.api.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Availability": "active"})
