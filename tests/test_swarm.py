@@ -14,6 +14,7 @@ the notebooks reach the hub by the container's name there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import textwrap
@@ -24,6 +25,7 @@ import pytest
 from conftest import IN_CI, _unavailable, new_prefix
 
 from hubstack import POSTGRES_IMAGE, SINGLEUSER_IMAGE, HubStack, cleanup_prefix, spawn_failure_message
+from multiuser_spawner.swarm import SwarmGateway
 
 pytestmark = pytest.mark.docker
 
@@ -351,6 +353,17 @@ def test_deleting_a_user_removes_their_services_network_and_volume_records(hub, 
     assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(prefix)] == []
     assert [n for n in cluster.api.networks() if n["Name"].startswith(prefix)] == []
     assert [c for c in cluster.api.configs() if c["Spec"]["Name"].startswith(prefix)] == []
+
+
+async def test_the_polls_of_many_servers_share_one_task_list(hub, cluster):
+    for user in ("ada", "bob"):
+        hub.start_server(user)
+    services = [cluster.api.inspect_service(notebook_service(hub, u))["ID"] for u in ("ada", "bob")]
+    gateway = SwarmGateway.connect({}, concurrency=4, view_max_age=30)
+    # forty polls at once, as a hub of forty servers polls: one task list (and one node list) answers them all
+    tasks = await asyncio.gather(*(gateway.tasks_view.latest(service) for service in services * 20))
+    assert gateway.tasks_view.refreshes == 1
+    assert {task["Status"]["State"] for task in tasks} == {"running"}
 
 
 def test_a_hub_restart_re_adopts_the_running_services(hub, cluster):
