@@ -107,6 +107,7 @@ c.MultiUserSpawner.group_overrides = {{
         "swarm_placement_constraints": ["node.labels.no-such-label==yes"]}}}},
     "3-workers": {{"groups": ["workers"], "spawner_override": {{
         "swarm_placement_constraints": ["node.role==worker"]}}}},
+    "4-crash": {{"groups": ["crash"], "spawner_override": {{"cmd": ["sh", "-c", "echo my last words; exit 3"]}}}},
 }}
 """
 
@@ -211,6 +212,7 @@ USERS = {
     "eve": [],
     "fay": ["workers"],
     "gus": [],
+    "hal": ["crash"],
     "nobody": ["nowhere"],
 }
 
@@ -301,6 +303,13 @@ def test_a_constraint_nobody_meets_fails_the_spawn_in_seconds_with_swarms_reason
     assert "no suitable node" in message, message
     assert elapsed < 20, f"the spawn took {elapsed:.1f} s to fail"
     assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(f"{hub.prefix}-nobody")] == []
+
+
+def test_a_notebook_that_dies_while_starting_fails_the_spawn_with_its_exit_and_last_words(hub, cluster):
+    message = spawn_failure_message(hub, "hal")
+    assert "task failed, exit code 3" in message, message
+    assert "my last words" in message, message
+    assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(f"{hub.prefix}-hal")] == []
 
 
 def test_limits_and_reservations_are_in_the_spec_and_limits_in_the_nodes_cgroup(hub, cluster):
