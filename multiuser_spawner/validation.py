@@ -12,6 +12,12 @@ def validate_config(config: Config) -> None:
     the first spawn. Ending ``jupyterhub_config.py`` with ``validate_config(c)`` stops the hub at start instead.
     """
     from .spawner import MultiUserSpawner
+    from .swarm_spawner import MultiUserSwarmSpawner
 
-    spawner = MultiUserSpawner(config=config)
+    # the Swarm spawner has checks of its own: use it when the hub does
+    chosen = config.JupyterHub.get("spawner_class") if "JupyterHub" in config else None
+    swarm = chosen in ("multiuser-swarm", MultiUserSwarmSpawner) or (
+        isinstance(chosen, str) and chosen.endswith("MultiUserSwarmSpawner")
+    )
+    spawner = (MultiUserSwarmSpawner if swarm else MultiUserSpawner)(config=config)
     spawner.check_settings()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from traitlets.config import Config
 
-from multiuser_spawner import names
+from multiuser_spawner import names, validate_config
 from multiuser_spawner.container_spec import EXTRA_CREATE
 from multiuser_spawner.plan import Mount, NetworkPlan, Resources, Security, Workload
 from multiuser_spawner.swarm import (
@@ -205,3 +206,14 @@ def test_a_long_swarm_name_is_shortened_with_a_hash_and_a_name_swarm_refuses_nam
     assert fitted != names.swarm_name(long[:-1] + "c", "name_template")
     with pytest.raises(ValueError, match="name_template"):
         names.swarm_name("jh-alice-", "name_template")
+
+
+@pytest.mark.parametrize("spawner_class", ["multiuser-swarm", "multiuser_spawner.swarm_spawner.MultiUserSwarmSpawner"])
+def test_a_swarm_hub_that_would_keep_stopped_services_is_stopped_at_start_naming_the_setting(spawner_class):
+    config = Config()
+    config.JupyterHub.spawner_class = spawner_class
+    config.MultiUserSpawner.remove = False
+    with pytest.raises(ValueError, match=r"c\.MultiUserSwarmSpawner\.remove"):
+        validate_config(config)
+    config.JupyterHub.spawner_class = "multiuser"
+    validate_config(config)  # one host keeps stopped containers, as DockerSpawner does
