@@ -59,10 +59,14 @@ class Swarm:
         if node_id == self.manager_id:
             command = ["docker", *args]
         else:
-            hostname = self.hostname(node_id)
-            (worker,) = [c for c in self.client.containers.list() if c.attrs["Config"]["Hostname"] == hostname]
-            command = ["docker", "exec", "-i", worker.name, "docker", *args]
+            command = ["docker", "exec", "-i", self.worker_container(node_id).name, "docker", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    def worker_container(self, node_id: str):
+        """The Docker-in-Docker container on this host that is the worker ``node_id``, found by its host name."""
+        hostname = self.hostname(node_id)
+        (worker,) = [c for c in self.client.containers.list() if c.attrs["Config"]["Hostname"] == hostname]
+        return worker
 
     def task(self, service: str) -> dict:
         tasks = self.api.tasks(filters={"service": service})
@@ -213,6 +217,7 @@ USERS = {
     "fay": ["workers"],
     "gus": [],
     "hal": ["crash"],
+    "ike": ["workers"],
     "nobody": ["nowhere"],
 }
 
@@ -419,3 +424,19 @@ def test_a_drained_pinned_node_fails_the_spawn_at_once_naming_the_node(hub, clus
     finally:
         node = cluster.api.inspect_node(node_id)
         cluster.api.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Availability": "active"})
+
+
+def test_a_worker_killed_while_its_user_works_makes_poll_report_the_server_stopped(hub, cluster, workers, swarm_stack):
+    hub.start_server("ike")
+    node_id = cluster.task(notebook_service(hub, "ike"))["NodeID"]
+    assert node_id in workers
+    cluster.worker_container(node_id).kill()
+    try:
+        # the manager marks the node down after missed heartbeats; the hub's next poll then reports the server gone
+        deadline = time.monotonic() + 180
+        while "" in hub.user("ike")["servers"]:
+            assert time.monotonic() < deadline, f"the hub still lists ike's server:\n{hub.log_tail()}"
+            time.sleep(1)
+        assert f"Node {cluster.hostname(node_id)} of ike's server is down" in hub.log_tail(400)
+    finally:
+        swarm_stack.ensure()  # the worker comes back for the next tests
