@@ -30,6 +30,7 @@ from docker.errors import APIError, NotFound
 from . import names
 from .container_spec import EXTRA_CREATE
 from .docker_gateway import DockerGateway, DockerGatewayError, describe_api_error, is_ours
+from .local import check_claim
 from .plan import NetworkPlan, Resources, Security, VolumePlan, Workload
 
 #: the node a volume record's volume lives on (a node id), set when its first task lands
@@ -407,7 +408,10 @@ class SwarmEngine:
         volume_driver: str = "",
         volume_driver_options: Mapping[str, str] | None = None,
         assign_timeout: float = 60,
+        owner: names.Owner | None = None,
     ):
+        #: whose objects this engine may touch by name; ``None``: any object with the project's label
+        self.owner = owner
         self.gateway = gateway
         self.hub_container = hub_container
         self.stop_timeout = stop_timeout
@@ -431,6 +435,7 @@ class SwarmEngine:
                 f"the network name {plan.name} is taken by a network multiuser-spawner did not create; "
                 "an admin must rename or remove that network"
             )
+        check_claim("network", plan.name, (existing or {}).get("Labels"), names.owner_from_labels(plan.labels))
         created = existing is None and await self.gateway.ensure_network(
             overlay_network_config(plan, self.encrypted_networks)
         )
@@ -440,7 +445,7 @@ class SwarmEngine:
 
     async def remove_network(self, name: str) -> None:
         found = await self.gateway.inspect_network(name)
-        if found is None or not is_ours(found):
+        if found is None or not self.claims(found):
             return
         if self.hub_container:
             await self.gateway.disconnect_network(name, self.hub_container)
@@ -462,7 +467,9 @@ class SwarmEngine:
     async def ensure_volume(self, plan: VolumePlan) -> tuple[Mapping[str, str], bool]:
         record = await self.gateway.inspect_record(plan.name)
         if record is not None:
-            return record["Spec"].get("Labels") or {}, False
+            labels = record["Spec"].get("Labels") or {}
+            check_claim("volume", plan.name, labels, names.owner_from_labels(plan.labels))
+            return labels, False
         if await self.gateway.create_record(plan.name, plan.labels):
             return plan.labels, True
         record = await self.gateway.inspect_record(plan.name)  # made by a concurrent spawn meanwhile
@@ -526,6 +533,9 @@ class SwarmEngine:
                     f"the service name {workload.name} is taken by a service multiuser-spawner did not create; "
                     "an admin must rename or remove that service"
                 )
+            check_claim(
+                "service", workload.name, existing["Spec"].get("Labels"), names.owner_from_labels(workload.labels)
+            )
             # Left by a hub that died: its task gets its clean stop before the new one mounts the same volumes.
             await self._remove_and_wait(existing["ID"])
         records = await self._records(workload)
@@ -576,7 +586,14 @@ class SwarmEngine:
 
     async def _ours(self, name: str) -> dict[str, Any] | None:
         found = await self.gateway.inspect_service(name)
-        return found if found is not None and is_ours(found["Spec"]) else None
+        return found if found is not None and self.claims(found["Spec"]) else None
+
+    def claims(self, obj: dict[str, Any]) -> bool:
+        """Whether an object (a network, or a service's spec) carries our label and (when the engine has an owner)
+        is the owner's: another hub's or another user's object under our name is never touched."""
+        if not is_ours(obj):
+            return False
+        return self.owner is None or names.claim_problem(obj.get("Labels") or {}, self.owner) is None
 
     async def stop_workload(self, name: str, timeout: int, remove: bool = False) -> None:
         """A service is stopped by removing it (its task gets the stop grace period of its spec); there is no

@@ -106,6 +106,7 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
             volume_driver=self.volume_driver,
             volume_driver_options=self.volume_driver_options,
             assign_timeout=self.swarm_assign_timeout,
+            owner=self.owner(),
         )
 
     def check_settings(self) -> None:
@@ -151,9 +152,10 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
         copy of the image's home directory into a new volume gives it to the image's user."""
         if not resources.home_volume:
             return
-        servername = self.name if "{server" in self.home_volume_name_template else ""
-        volume = plan.VolumePlan(resources.home_volume, names.labels(names.ROLE_HOME, self.user.name, servername))
+        owner = self.owner(server=self._home_server())
+        volume = plan.VolumePlan(resources.home_volume, names.labels(names.ROLE_HOME, owner))
         _, created = await self.backend.ensure_volume(volume)
+        self._home_created = created
         progress.stage("volume", f"{'Created' if created else 'Found'} home volume {resources.home_volume}")
 
     async def _notebook_stopped(self, error: WorkloadNotRunning) -> SpawnFailed:
@@ -226,7 +228,11 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
         volumes. The volumes themselves live on the nodes, out of a manager's reach: the log names each one, for an
         admin to remove on its node."""
         gateway = self.gateway
-        user_label = [f"{names.LABEL_USER}={self.user.name}", f"{names.LABEL_MANAGED}=true"]
+        user_label = [
+            f"{names.LABEL_USER}={self.user.name}",
+            f"{names.LABEL_MANAGED}=true",
+            f"{names.LABEL_HUB}={self.prefix}",
+        ]
         prefix = f"{self.prefix}-"
         removed: list[str] = []
         for service in await gateway.list_services(user_label):
