@@ -113,6 +113,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     _home_created = False
     #: why the last server stopped unasked (its memory limit), told to the user at their next start
     _stop_note: stop_notes.StopNote | None = None
+    _hub_container_joined = False
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -841,12 +842,31 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             # comes and waits for it instead of leaving its objects behind
             return None
         status = await self._notebook_status()
-        if status is not None:
+        if status is None:
+            await self._rejoin_hub_container()
+        else:
             try:
                 await self._tear_down(self.resource_names, self.stop_timeout, notebook=False)
             except (DockerGatewayError, ValueError) as e:
                 self.log.warning("Could not release the services of %s's stopped server: %s", self._log_name, e)
         return status
+
+    async def _rejoin_hub_container(self) -> None:
+        """Join the hub's container to a running server's private network, once per hub process.
+
+        A hub container made anew (``docker compose up`` after an upgrade or a config change) is on none of the
+        networks its predecessor joined. The hub polls each server it finds running before it checks that it can
+        reach it, and shuts down those it cannot: joining here keeps them."""
+        if not self.hub_container_name or self._hub_container_joined:
+            return
+        resources = self.resource_names
+        if self._server_network(resources) == resources.network:
+            try:
+                await self.gateway.connect_network(resources.network, self.hub_container_name)
+            except DockerGatewayError as e:
+                self.log.warning("Could not join the hub to the network of %s's server: %s", self._log_name, e)
+                return
+        self._hub_container_joined = True
 
     async def _notebook_status(self) -> int | None:
         name = self.object_name
