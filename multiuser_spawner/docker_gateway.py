@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 import docker
 import docker.tls
-from docker.errors import APIError, NotFound
+import requests
+import urllib3
+from docker.errors import APIError, DockerException, NotFound
 from docker.utils import kwargs_from_env
 
 from .container_spec import ContainerSpec
@@ -32,7 +34,22 @@ log = logging.getLogger(__name__)
 
 
 class DockerGatewayError(RuntimeError):
-    """A Docker call failed; the message says which object and what Docker answered."""
+    """A Docker call failed; the message says what was being done, to which object, and what Docker answered."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        #: the engine's HTTP status, when it answered at all
+        self.status_code = status_code
+
+    @property
+    def jupyterhub_message(self) -> str:
+        # JupyterHub shows this (instead of "Internal Server Error") when the error ends a request: a stop, a
+        # delete, a spawn that fails within its request.
+        return str(self)
+
+
+class DockerTimeout(DockerGatewayError):
+    """A Docker request got no answer in the time it was given."""
 
 
 def is_ours(obj: dict[str, Any]) -> bool:
@@ -52,8 +69,22 @@ def ensure_ours(container: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def is_timeout(error: Exception) -> bool:
+    """Over a Unix socket, docker-py reports a read timeout as a ``ConnectionError`` wrapping urllib3's."""
+    return isinstance(error, requests.exceptions.Timeout) or any(
+        isinstance(arg, urllib3.exceptions.TimeoutError) for arg in error.args
+    )
+
+
 def describe_api_error(error: APIError) -> str:
     return getattr(error, "explanation", None) or str(error)
+
+
+class _Raise:
+    """Marks a call whose "not found" is an error like any other."""
+
+
+RAISE = _Raise()
 
 
 class DockerGateway:
@@ -83,18 +114,33 @@ class DockerGateway:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
+    async def _call(self, action: str, fn: Callable[..., T], *args: Any, if_missing: Any = RAISE, **kwargs: Any) -> Any:
+        """Run one Docker request (or a short sequence of them) in the pool. Every way it can fail becomes a
+        :class:`DockerGatewayError` that names ``action`` (what was done, to which object) and gives the engine's
+        own words; "not found" returns ``if_missing`` instead when one is given."""
+        try:
+            return await self._run(fn, *args, **kwargs)
+        except NotFound as e:
+            if if_missing is RAISE:
+                raise DockerGatewayError(f"{action} failed: {describe_api_error(e)}", 404) from e
+            return if_missing
+        except APIError as e:
+            raise DockerGatewayError(f"{action} failed: {describe_api_error(e)}", e.status_code) from e
+        except (requests.exceptions.RequestException, DockerException) as e:
+            if is_timeout(e):
+                raise DockerTimeout(f"{action} failed: the Docker engine did not answer in time ({e})") from e
+            raise DockerGatewayError(f"{action} failed: the Docker engine could not be reached ({e})") from e
+
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run a docker-py ``APIClient`` method by name. Only for DockerSpawner's inherited code (its
-        ``self.docker("...")`` calls) and admins' subclasses; the project's own code uses the typed methods."""
+        ``self.docker("...")`` calls) and admins' subclasses, which expect docker-py's own exceptions; the
+        project's own code uses the typed methods."""
         return await self._run(getattr(self.client, method), *args, **kwargs)
 
     # -- images -------------------------------------------------------------------------------------------------
 
     async def inspect_image(self, image: str) -> dict[str, Any] | None:
-        try:
-            return await self._run(self.client.inspect_image, image)
-        except NotFound:
-            return None
+        return await self._call(f"inspecting image {image}", self.client.inspect_image, image, if_missing=None)
 
     async def pull_image(self, image: str, on_progress: Callable[[dict[str, Any]], None]) -> None:
         """Pull ``image``, calling ``on_progress`` with each of Docker's progress records (from the pool thread)."""
@@ -106,18 +152,14 @@ class DockerGateway:
                     raise DockerGatewayError(f"pulling image {image} failed: {record['error']}")
                 on_progress(record)
 
-        try:
-            await self._run(pull)
-        except APIError as e:
-            raise DockerGatewayError(f"pulling image {image} failed: {describe_api_error(e)}") from e
+        await self._call(f"pulling image {image}", pull)
 
     # -- containers ---------------------------------------------------------------------------------------------
 
     async def inspect_container(self, name_or_id: str) -> dict[str, Any] | None:
-        try:
-            return await self._run(self.client.inspect_container, name_or_id)
-        except NotFound:
-            return None
+        return await self._call(
+            f"inspecting container {name_or_id}", self.client.inspect_container, name_or_id, if_missing=None
+        )
 
     async def container_stats(self, name_or_id: str) -> dict[str, Any] | None:
         """One sample of a running container's CPU and memory use, with the previous one (``precpu_stats``) for a
@@ -151,51 +193,65 @@ class DockerGateway:
                 self.client.connect_container_to_network(created["Id"], network, aliases=aliases or None)
             return created["Id"]
 
-        try:
-            return await self._run(create)
-        except APIError as e:
-            raise DockerGatewayError(f"creating container {spec.create['name']} failed: {describe_api_error(e)}") from e
+        return await self._call(f"creating container {spec.create['name']}", create)
 
     async def run_to_completion(self, spec: ContainerSpec, timeout: float) -> tuple[int, str]:
-        """Create, start and wait for a short-lived container; return its exit code and output. It is removed
-        afterwards whatever happened."""
+        """Create, start and wait (at most ``timeout`` seconds) for a short-lived container; return its exit code
+        and output. It is removed afterwards whatever happened; a failure says what the container printed."""
+        name = spec.create["name"]
         container_id = await self.create_container(spec)
         try:
             await self.start_container(container_id)
-            result = await self._run(self.client.wait, container_id, timeout=timeout)
+            try:
+                result = await self._call(
+                    f"waiting for container {name}", self.client.wait, container_id, timeout=timeout
+                )
+            except DockerTimeout as e:
+                raise DockerGatewayError(f"container {name} did not finish within {timeout:g} s") from e
             return int(result.get("StatusCode", -1)), await self.logs_tail(container_id, 50)
+        except DockerGatewayError as e:
+            output = (await self.logs_tail(container_id, 20)).strip()
+            raise DockerGatewayError(f"{e}; its output: {output or '(none)'}", e.status_code) from e
         finally:
-            await self.remove_container(container_id)
+            try:
+                await self.remove_container(container_id)
+            except DockerGatewayError as e:
+                # The first failure is the one to report; a container left behind carries our labels for gc.
+                log.warning("%s", e)
 
     async def start_container(self, name_or_id: str) -> None:
-        try:
-            await self._run(self.client.start, name_or_id)
-        except APIError as e:
-            raise DockerGatewayError(f"starting container {name_or_id} failed: {describe_api_error(e)}") from e
+        await self._call(f"starting container {name_or_id}", self.client.start, name_or_id)
 
     async def stop_container(self, name_or_id: str, timeout: int) -> bool:
         """Stop; False when there was no such container."""
-        try:
-            await self._run(self.client.stop, name_or_id, timeout=timeout)
-        except NotFound:
-            return False
-        return True
+        stopped = await self._call(
+            f"stopping container {name_or_id}", self.client.stop, name_or_id, timeout=timeout, if_missing=False
+        )
+        return stopped is not False
 
     async def remove_container(self, name_or_id: str) -> None:
         """Remove (forcefully, so a half-started container goes too). Anonymous volumes go with it; named volumes
         never do."""
         try:
-            await self._run(self.client.remove_container, name_or_id, v=True, force=True)
-        except NotFound:
-            pass
-        except APIError as e:
+            await self._call(
+                f"removing container {name_or_id}",
+                self.client.remove_container,
+                name_or_id,
+                v=True,
+                force=True,
+                if_missing=None,
+            )
+        except DockerGatewayError as e:
             if e.status_code != 409:  # 409: removal already in progress
-                raise DockerGatewayError(f"removing container {name_or_id} failed: {describe_api_error(e)}") from e
+                raise
 
     async def logs_tail(self, name_or_id: str, lines: int) -> str:
+        """The container's last lines of output; "" when they cannot be read (they only ever add to a message)."""
         try:
-            raw = await self._run(self.client.logs, name_or_id, tail=lines, stdout=True, stderr=True)
-        except (NotFound, APIError):
+            raw = await self._call(
+                f"reading the logs of {name_or_id}", self.client.logs, name_or_id, tail=lines, stdout=True, stderr=True
+            )
+        except DockerGatewayError:
             return ""
         return raw.decode("utf-8", "replace")
 
@@ -208,32 +264,41 @@ class DockerGateway:
             exit_code = self.client.exec_inspect(created["Id"])["ExitCode"]
             return exit_code, output.decode("utf-8", "replace")
 
-        return await self._run(run)
+        return await self._call(f"running {cmd[0] if cmd else 'a command'} in container {name_or_id}", run)
 
     async def list_containers(self, label_filters: list[str]) -> list[dict[str, Any]]:
-        return await self._run(self.client.containers, all=True, filters={"label": label_filters})
+        return await self._call(
+            "listing containers", self.client.containers, all=True, filters={"label": label_filters}
+        )
 
     async def connect_network(self, network: str, container: str, aliases: list[str] | None = None) -> None:
         try:
-            await self._run(self.client.connect_container_to_network, container, network, aliases=aliases)
-        except APIError as e:
-            if "already exists" not in describe_api_error(e):
-                raise DockerGatewayError(
-                    f"connecting {container} to network {network} failed: {describe_api_error(e)}"
-                ) from e
+            await self._call(
+                f"connecting {container} to network {network}",
+                self.client.connect_container_to_network,
+                container,
+                network,
+                aliases=aliases,
+            )
+        except DockerGatewayError as e:
+            if "already exists" not in str(e):
+                raise
 
     async def disconnect_network(self, network: str, container: str) -> None:
         # Not connected, or either side already gone: nothing to undo.
-        with contextlib.suppress(APIError):
-            await self._run(self.client.disconnect_container_from_network, container, network, force=True)
+        with contextlib.suppress(DockerGatewayError):
+            await self._call(
+                f"disconnecting {container} from network {network}",
+                self.client.disconnect_container_from_network,
+                container,
+                network,
+                force=True,
+            )
 
     # -- volumes ------------------------------------------------------------------------------------------------
 
     async def inspect_volume(self, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._run(self.client.inspect_volume, name)
-        except NotFound:
-            return None
+        return await self._call(f"inspecting volume {name}", self.client.inspect_volume, name, if_missing=None)
 
     async def ensure_volume(self, name: str, labels: Mapping[str, str]) -> tuple[dict[str, Any], bool]:
         """The volume ``name``, created with ``labels`` if missing; also say whether it was created now.
@@ -244,67 +309,48 @@ class DockerGateway:
         existing = await self.inspect_volume(name)
         if existing is not None:
             return existing, False
-        try:
-            created = await self._run(self.client.create_volume, name=name, labels=dict(labels))
-        except APIError as e:
-            raise DockerGatewayError(f"creating volume {name} failed: {describe_api_error(e)}") from e
+        created = await self._call(f"creating volume {name}", self.client.create_volume, name=name, labels=dict(labels))
         return created, True
 
     async def list_volumes(self, label_filters: list[str]) -> list[dict[str, Any]]:
-        result = await self._run(self.client.volumes, filters={"label": label_filters})
+        result = await self._call("listing volumes", self.client.volumes, filters={"label": label_filters})
         return result.get("Volumes") or []
 
     async def remove_volume(self, name: str) -> None:
-        try:
-            await self._run(self.client.remove_volume, name, force=True)
-        except NotFound:
-            pass
-        except APIError as e:
-            raise DockerGatewayError(f"removing volume {name} failed: {describe_api_error(e)}") from e
+        await self._call(f"removing volume {name}", self.client.remove_volume, name, force=True, if_missing=None)
 
     # -- networks -----------------------------------------------------------------------------------------------
 
     async def inspect_network(self, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._run(self.client.inspect_network, name)
-        except NotFound:
-            return None
+        return await self._call(f"inspecting network {name}", self.client.inspect_network, name, if_missing=None)
 
     async def ensure_network(self, config: Mapping[str, Any]) -> bool:
         """Create the network unless it exists; True when it was created now."""
         if await self.inspect_network(config["name"]) is not None:
             return False
         try:
-            await self._run(self.client.create_network, **config)
-        except APIError as e:
+            await self._call(f"creating network {config['name']}", self.client.create_network, **config)
+        except DockerGatewayError as e:
             if e.status_code == 409:  # made by a concurrent call meanwhile
                 return False
-            raise DockerGatewayError(f"creating network {config['name']} failed: {describe_api_error(e)}") from e
+            raise
         return True
 
     async def list_networks(self, label_filters: list[str]) -> list[dict[str, Any]]:
-        return await self._run(self.client.networks, filters={"label": label_filters})
+        return await self._call("listing networks", self.client.networks, filters={"label": label_filters})
 
     async def remove_network(self, name: str) -> None:
-        try:
-            await self._run(self.client.remove_network, name)
-        except NotFound:
-            pass
-        except APIError as e:
-            raise DockerGatewayError(f"removing network {name} failed: {describe_api_error(e)}") from e
+        await self._call(f"removing network {name}", self.client.remove_network, name, if_missing=None)
 
     # -- engine -------------------------------------------------------------------------------------------------
 
     async def info(self) -> dict[str, Any]:
-        return await self._run(self.client.info)
+        return await self._call("asking the Docker engine for its details", self.client.info)
 
     async def disk_usage(self) -> dict[str, Any]:
         """Docker's ``system df``: images, containers and volumes with their sizes (``Volumes[].UsageData.Size``).
         The engine walks every volume to answer, so this is slow on big hosts: only for admin tools."""
-        try:
-            return await self._run(self.client.df)
-        except APIError as e:
-            raise DockerGatewayError(f"reading Docker's disk usage failed: {describe_api_error(e)}") from e
+        return await self._call("reading Docker's disk usage", self.client.df)
 
 
 class ContainerView:

@@ -901,7 +901,12 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         if self._start_task is not None and not self._start_task.done():
             # a cancelled start is still undoing what it made: let it finish first
             await asyncio.gather(self._start_task, return_exceptions=True)
-        await self._tear_down(self.resource_names, 0 if now else self.stop_timeout)
+        try:
+            await self._tear_down(self.resource_names, 0 if now else self.stop_timeout)
+        except DockerGatewayError as e:
+            # JupyterHub drops a failed stop's error without a word: say here what Docker refused.
+            self.log.error("Could not stop %s's server: %s", self._log_name, e)
+            raise
         if self.remove:
             self.object_id = ""
         self.clear_state()
