@@ -43,13 +43,15 @@ class MultiUserSettings(Configurable):
 
     fix_home_ownership = Bool(
         True,
-        help="""Make a new home volume owned by the image's user before the first start.
+        help="""Make the home volume's top directory owned by the image's user before the server starts.
 
-        Docker creates volume mount points owned by root when the image has no such directory, which leaves the
-        user unable to write their own home. When a home volume is created, a short-lived container from the same
-        image (as root, without network) gives it to the image's user. When it finds the volume theirs already
-        (Docker copied the image's own home directory into it, owner included), later new volumes of the same image,
-        mount path and user skip it for as long as the hub runs. Existing volumes are never touched.
+        Docker creates volume mount points owned by root when the image has no such directory (or root owns it),
+        which leaves the user unable to write their own home. A short-lived container from the same image (as root,
+        without network) gives the volume's top directory to the image's user when it is not theirs: for a new
+        volume, and once per existing volume while the hub runs, so a volume an interrupted start left root's is
+        fixed by the next start. When it finds a new volume theirs already (Docker copied the image's own home
+        directory into it, owner included), other volumes of the same image, mount path and user skip it for as
+        long as the hub runs. Only the top directory's owner ever changes.
         """,
     ).tag(config=True)
 
