@@ -7,6 +7,8 @@ value fails with the setting's name. Set them as ``c.MultiUserSpawner.<name>``; 
 
 from __future__ import annotations
 
+import string
+
 from jupyterhub.traitlets import ByteSpecification
 from traitlets import Bool, Dict, Float, Int, List, Unicode, Union, validate
 from traitlets.config import Configurable
@@ -337,7 +339,14 @@ class MultiUserSettings(Configurable):
         fields = names.template_fields("jupyter", "Sample.User@example.org", "named-server")
         fields["service"] = "sample-service"
         names.render_name(template, fields, proposal.trait.name)
+        require_user_field(proposal.trait.name, template)
         return template
+
+    @validate("name_template")
+    def _check_container_name_template(self, proposal):
+        # DockerSpawner's setting: its own fields ({username}, ...) are filled in too, so only the user is checked.
+        require_user_field("name_template", proposal.value)
+        return proposal.value
 
     @validate("services")
     def _check_services(self, proposal):
@@ -364,3 +373,34 @@ class MultiUserSettings(Configurable):
             if not isinstance(value, str):
                 raise ValueError(f"database_env[{key!r}] must be a string, not {value!r}")
         return proposal.value
+
+
+#: the template fields that tell users apart: ours, and DockerSpawner's (in ``name_template``)
+USER_FIELDS = frozenset({"user", "username", "safe_username", "raw_username"})
+_SHARED_OBJECT = {
+    "name_template": "one notebook container",
+    "home_volume_name_template": "one home volume, and so their files",
+    "network_name_template": "one private network",
+    "service_container_name_template": "each service's container",
+    "service_volume_name_template": "each service's data volume, and so its database",
+    "database_container_name_template": "one database container",
+    "database_volume_name_template": "one database volume, and so its data",
+}
+
+
+def template_field_names(template: str) -> set[str]:
+    """The fields a ``str.format`` template uses, without attribute or index (``{user.x}`` → ``user``)."""
+    found = set()
+    for _, field_name, _, _ in string.Formatter().parse(template):
+        if field_name:
+            found.add(field_name.split(".", 1)[0].split("[", 1)[0])
+    return found
+
+
+def require_user_field(setting: str, template: str) -> None:
+    """A name template without the user in it gives every user the same object: refuse it, naming the setting."""
+    if not template_field_names(template) & USER_FIELDS:
+        raise ValueError(
+            f"c.MultiUserSpawner.{setting}: template {template!r} has no {{user}} field, so all users would share "
+            f"{_SHARED_OBJECT[setting]}; put {{user}} in it"
+        )

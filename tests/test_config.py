@@ -38,6 +38,41 @@ def test_bad_settings_are_named(setting, value, message):
         validate_config(config)
 
 
+@pytest.mark.parametrize(
+    ("setting", "template", "shared"),
+    [
+        ("name_template", "{prefix}-notebook", "one notebook container"),
+        ("home_volume_name_template", "{prefix}-home{server_suffix}", "one home volume, and so their files"),
+        ("network_name_template", "{prefix}{server_suffix}_net", "one private network"),
+        ("service_container_name_template", "{prefix}_{service}", "each service's container"),
+        ("service_volume_name_template", "{prefix}-{server}_{service}", "each service's data volume"),
+        ("database_volume_name_template", "{prefix}-db", "one database volume"),
+    ],
+)
+def test_a_name_template_without_the_user_is_refused(setting, template, shared):
+    config = Config()
+    config.MultiUserSpawner[setting] = template
+    with pytest.raises(ValueError, match=rf"c\.MultiUserSpawner\.{setting}: .* has no {{user}} field") as refused:
+        validate_config(config)
+    assert shared in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "template"),
+    [
+        ("name_template", "{prefix}-{username}"),  # DockerSpawner's own default, kept by hubs moving from it
+        ("name_template", "nb-{user}{server_suffix}"),
+        ("home_volume_name_template", "home-{user}"),
+        ("home_volume_name_template", ""),  # no home volume at all
+        ("service_volume_name_template", "{user}.{service}"),
+    ],
+)
+def test_a_name_template_with_the_user_is_accepted(setting, template):
+    config = Config()
+    config.MultiUserSpawner[setting] = template
+    validate_config(config)
+
+
 @pytest.mark.docker
 def test_bad_setting_stops_the_hub_at_start(docker_client, tmp_path):
     hub = HubStack(
