@@ -40,15 +40,16 @@ class Profile:
 
 
 def parse_profiles(
-    raw: list[Any], settable: Iterable[str], allowed_images: Iterable[str] | None = None
+    raw: list[Any], settable: Iterable[str], allowed_images: Iterable[str] | Mapping[str, str] | None = None
 ) -> list[Profile]:
     """Check the admin's ``profiles`` list and return it as :class:`Profile` objects.
 
-    ``settable`` is every setting a ``spawner_override`` may set; ``allowed_images``, when given and not empty,
-    is the set an overridden ``image`` must come from.
+    ``settable`` is every setting a ``spawner_override`` may set. ``allowed_images``, when given and not empty,
+    is what an overridden ``image`` must name: a list of images, or (DockerSpawner's form) a dict of aliases to
+    images, where a profile names the alias and gets the image it stands for.
     """
     settable = set(settable)
-    images = set(allowed_images or ())
+    images = image_aliases(allowed_images)
     profiles = [_parse_one(index, entry, settable, images) for index, entry in enumerate(raw)]
     seen: dict[str, int] = {}
     for index, profile in enumerate(profiles):
@@ -58,11 +59,18 @@ def parse_profiles(
     return profiles
 
 
+def image_aliases(allowed_images: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``allowed_images`` as alias → image; a list's images are their own aliases."""
+    if isinstance(allowed_images, Mapping):
+        return dict(allowed_images)
+    return {image: image for image in allowed_images or ()}
+
+
 def _where(index: int, slug: Any = None) -> str:
     return f"c.MultiUserSpawner.profiles[{index}]" + (f" ({slug!r})" if slug else "")
 
 
-def _parse_one(index: int, entry: Any, settable: set[str], images: set[str]) -> Profile:
+def _parse_one(index: int, entry: Any, settable: set[str], images: dict[str, str]) -> Profile:
     if not isinstance(entry, Mapping):
         raise ProfileError(f"{_where(index)}: must be a dict, not {type(entry).__name__}")
     slug = entry.get("slug")
@@ -89,10 +97,16 @@ def _parse_one(index: int, entry: Any, settable: set[str], images: set[str]) -> 
     for key in override:
         if key not in settable:
             raise ProfileError(f"{where}: field 'spawner_override' sets {key!r}, which is not a spawner setting")
+    override = dict(override)
     image = override.get("image")
-    if image is not None and images and image not in images:
-        raise ProfileError(f"{where}: field 'spawner_override' sets image {image!r}, which is not in allowed_images")
-    return Profile(slug, display_name, description, tuple(groups), default, dict(override))
+    if image is not None and images:
+        if image not in images:
+            raise ProfileError(
+                f"{where}: field 'spawner_override' sets image {image!r}, which is not in allowed_images "
+                f"(one of {sorted(images)})"
+            )
+        override["image"] = images[image]  # DockerSpawner's meaning: the alias stands for its image
+    return Profile(slug, display_name, description, tuple(groups), default, override)
 
 
 def profiles_for(profiles: list[Profile], user_groups: Iterable[str]) -> list[Profile]:

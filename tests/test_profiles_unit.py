@@ -122,3 +122,44 @@ def test_no_form_for_a_single_choice():
 def test_options_from_form_passes_every_field_on():
     assert p.options_from_form({"profile": ["db"], "_xsrf": ["t"]}) == {"profile": "db"}
     assert p.options_from_form({"profile": ["db"], "x": ["1", "2"]}) == {"profile": "db", "x": ["1", "2"]}
+
+
+def test_allowed_images_as_a_dict_maps_a_profiles_alias_to_its_image():
+    aliases = {"course": "registry.example.org/course:2024", "gpu": "registry.example.org/gpu:1"}
+    raw = [{"slug": "a", "spawner_override": {"image": "gpu", "cpu_limit": 1.0}}]
+    (profile,) = p.parse_profiles(raw, SETTABLE, aliases)
+    assert profile.spawner_override == {"image": "registry.example.org/gpu:1", "cpu_limit": 1.0}
+    assert raw[0]["spawner_override"]["image"] == "gpu"  # the admin's own list is left as it was
+    # a profile names an alias, as a user does in DockerSpawner's form; the image behind it is not an alias
+    with pytest.raises(p.ProfileError, match=r"which is not in allowed_images \(one of \['course', 'gpu'\]\)"):
+        p.parse_profiles(
+            [{"slug": "b", "spawner_override": {"image": "registry.example.org/gpu:1"}}], SETTABLE, aliases
+        )
+    # a list's images are their own aliases
+    (listed,) = p.parse_profiles([{"slug": "c", "spawner_override": {"image": "good:1"}}], SETTABLE, ["good:1"])
+    assert listed.spawner_override["image"] == "good:1"
+
+
+def test_the_spawner_starts_the_image_a_profiles_alias_stands_for():
+    from types import SimpleNamespace
+
+    from traitlets.config import Config
+
+    from multiuser_spawner import MultiUserSpawner
+
+    config = Config()
+    config.MultiUserSpawner.image = "registry.example.org/base:1"
+    config.MultiUserSpawner.allowed_images = {
+        "base": "registry.example.org/base:1",
+        "gpu": "registry.example.org/gpu:1",
+    }
+    config.MultiUserSpawner.profiles = [
+        {"slug": "cpu", "default": True},
+        {"slug": "gpu", "spawner_override": {"image": "gpu"}},
+    ]
+    spawner = MultiUserSpawner(config=config)
+    spawner.user = SimpleNamespace(name="alice", groups=[])
+    spawner.check_settings()
+    chosen = spawner.apply_profile({"profile": "gpu"})
+    assert chosen.slug == "gpu"
+    assert spawner.image == "registry.example.org/gpu:1"
