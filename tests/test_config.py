@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
-from hubstack import HubStack
+from hubstack import SINGLEUSER_IMAGE, HubStack
 from multiuser_spawner import validate_config
 
 EXAMPLE = Path(__file__).parent.parent / "jupyterhub_config.py"
@@ -87,3 +87,37 @@ def test_bad_setting_stops_the_hub_at_start(docker_client, tmp_path):
     with pytest.raises(RuntimeError, match="hub exited") as failure:
         hub.start(timeout=30)
     assert "profiles[0] ('Big One'): field 'slug'" in str(failure.value)
+
+
+@pytest.mark.docker
+def test_a_template_without_the_user_stops_the_hub_at_start(docker_client, tmp_path):
+    hub = HubStack(
+        workdir=tmp_path,
+        prefix="tbadtmpl",
+        users={"x": []},
+        extra_config=(
+            'c.MultiUserSpawner.home_volume_name_template = "{prefix}-home"\n'
+            "from multiuser_spawner import validate_config\nvalidate_config(c)\n"
+        ),
+    )
+    with pytest.raises(RuntimeError, match="hub exited") as failure:
+        hub.start(timeout=30)
+    assert "c.MultiUserSpawner.home_volume_name_template: template '{prefix}-home' has no {user} field" in str(
+        failure.value
+    )
+
+
+@pytest.mark.docker
+def test_a_profile_naming_an_image_alias_runs_its_image(make_hub, docker_client):
+    hub = make_hub(
+        {"ali": []},
+        f"""
+        c.MultiUserSpawner.allowed_images = {{"course": {SINGLEUSER_IMAGE!r}, "other": "multiuser-spawner/none:0"}}
+        c.MultiUserSpawner.profiles = [
+            {{"slug": "other", "default": True, "spawner_override": {{"image": "other"}}}},
+            {{"slug": "course", "spawner_override": {{"image": "course"}}}},
+        ]
+        """,
+    )
+    hub.start_server("ali", {"profile": "course"})
+    assert docker_client.containers.get(f"{hub.prefix}-ali").attrs["Config"]["Image"] == SINGLEUSER_IMAGE
