@@ -795,13 +795,13 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         return await super().get_ip_and_port()
 
     async def _undo(self, created: list[tuple[str, str]], instances: list[plan.ServiceInstance]) -> None:
-        """Remove what a failed or cancelled spawn made, newest first. A service gets a clean shutdown, and one in
-        its first initialisation is let finish it: a database killed half-way through could never start again."""
+        """Remove what a failed or cancelled spawn made, newest first. A service gets a clean shutdown, and one with
+        a volume that has not yet said it is ready is let get there first: it may be in its first initialisation,
+        and a database killed half-way through that could never start again. Whether its volume is new says nothing
+        here: an earlier attempt, cancelled before the service ever ran, may have made it."""
         backend = self.backend
         first_runs = {
-            i.names.container: i
-            for i in instances
-            if i.spec.key in self._new_service_volumes and i.spec.key not in self._settled_services
+            i.names.container: i for i in instances if i.spec.volume and i.spec.key not in self._settled_services
         }
         for kind, name in reversed(created):
             try:

@@ -130,16 +130,9 @@ def assert_user_whole(hub: HubStack, client: docker.DockerClient, returning: boo
     assert hub.server_api(USER, "api/status").status_code == 200
 
 
-# The ownership helper of a killed hub stays behind, without our labels, so gc cannot see it and its fixed name
-# blocks the next helper: the ownership step is being made idempotent and its helper labelled (issue 13, item 3).
-HELPER_LEFT_BEHIND = pytest.mark.xfail(
-    strict=True, reason="a killed hub's ownership helper is left behind unlabelled (issue 13, item 3)"
-)
-
-
 @pytest.mark.parametrize(
     "step",
-    [pytest.param(s, marks=HELPER_LEFT_BEHIND) if s.name == "ownership-helper" else s for s in STEPS],
+    STEPS,
     ids=[step.name for step in STEPS],
 )
 def test_hub_killed_in_a_step_of_a_spawn(make_hub, docker_client, step):

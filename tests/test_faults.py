@@ -11,6 +11,7 @@ import time
 import pytest
 
 from hubstack import (
+    POSTGRES_IMAGE,
     begin_spawn,
     exec_in,
     next_docker_event,
@@ -35,6 +36,8 @@ c.MultiUserSpawner.group_overrides = {
     "5-stuck": {"groups": ["stuck"], "spawner_override": {"services": {"svc": {
         "image": "multiuser-spawner/singleuser:latest", "command": ["sleep", "600"], "port": 8000,
         "ready_interval": 0.5}}}},
+    "6-late": {"groups": ["late"], "spawner_override": {"services": {"db": {
+        "preset": "postgres", "image": "multiuser-spawner/postgres:late-image-test"}}}},
 }
 """
 USERS = {
@@ -45,6 +48,7 @@ USERS = {
     "squat": [],
     "racer": ["db"],
     "stuck": ["stuck"],
+    "late": ["late"],
 }
 
 
@@ -187,6 +191,30 @@ def test_a_server_starts_normally_after_cancelled_spawns(hub, docker_client):
     assert exec_in(notebook(docker_client, hub, "racer"), "psql -tA -c 'SELECT 1'") == (0, "1\n")
     hub.stop_server("racer")
     assert leftovers(docker_client, hub, "racer") == []
+
+
+def test_a_cancel_lets_a_database_finish_its_first_start_even_on_an_older_volume(hub, docker_client):
+    """A first attempt that failed before its database ever ran leaves the database's volume, empty. The next
+    attempt runs the database's first initialisation on it; cancelled then, it must let it finish, or the database
+    is broken for good."""
+    late_image = "multiuser-spawner/postgres:late-image-test"
+    message = spawn_failure_message(hub, "late")
+    assert f"image {late_image} of service 'db' is not on this Docker host" in message
+    assert docker_client.volumes.get(f"{hub.prefix}-late_db")  # made before the image was found missing
+    docker_client.images.get(POSTGRES_IMAGE).tag(late_image)
+    try:
+        since = time.time()
+        begin_spawn(hub, "late")
+        next_docker_event(docker_client, since, {"type": "container", "event": "start"}, f"{hub.prefix}-late_db")
+        stopping = hub.request("DELETE", "/users/late/server")
+        assert stopping.status_code in (202, 204), stopping.text
+        wait_until(lambda: hub.user("late")["servers"] == {}, timeout=120, what="the cancelled spawn to be undone")
+        hub.start_server("late")
+        nb = notebook(docker_client, hub, "late")
+        assert exec_in(nb, "PGCONNECT_TIMEOUT=5 psql -tA -c 'SELECT 1'") == (0, "1\n")
+        hub.stop_server("late")
+    finally:
+        docker_client.images.remove(late_image)  # only the tag: the image keeps its own name
 
 
 def test_deleting_a_user_keeps_their_volumes(hub, docker_client):
