@@ -213,6 +213,16 @@ class HubStack:
         return requests.get(f"{base}{path}", headers={"Authorization": f"token {self.token}"}, timeout=30)
 
 
+def wait_until(condition, timeout: float = 60, what: str = "condition") -> None:
+    """Call ``condition`` until it is true; fail, naming ``what``, once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def notebook(docker_client: docker.DockerClient, hub: HubStack, user: str):
     """The user's notebook container (default server), by the spawner's default name."""
     return docker_client.containers.get(f"{hub.prefix}-{user}")

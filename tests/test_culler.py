@@ -4,11 +4,10 @@ server and its services; the volumes stay and the next start finds the file and 
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
-from hubstack import POSTGRES_IMAGE, exec_in, notebook
+from hubstack import POSTGRES_IMAGE, exec_in, notebook, wait_until
 from multiuser_spawner import culler
 
 # Short enough for a test, long enough that a loaded machine writes the file and the row before the cull.
@@ -61,15 +60,6 @@ def test_a_missing_culler_stops_the_config_naming_the_package(monkeypatch):
 
 
 # -- the real stack -------------------------------------------------------------------------------------------------
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.mark.docker

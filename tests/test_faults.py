@@ -20,6 +20,7 @@ from hubstack import (
     spawn_failure_message,
     start_dockerd,
     stop_dockerd,
+    wait_until,
 )
 
 pytestmark = pytest.mark.docker
@@ -62,15 +63,6 @@ def leftovers(docker_client, hub, user):
     containers = [c.name for c in docker_client.containers.list(all=True) if c.name.startswith(prefix)]
     networks = [n.name for n in docker_client.networks.list() if n.name.startswith(prefix)]
     return containers + networks
-
-
-def wait_until(condition, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_server_that_dies_while_starting_shows_its_last_words(hub, docker_client):

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from hubstack import exec_in, notebook
+from hubstack import exec_in, notebook, wait_until
 from multiuser_spawner import inventory, names, stop_notes
 
 CLI = str(Path(sys.executable).with_name("multiuser-spawner"))
@@ -80,15 +79,6 @@ c.Spawner.poll_interval = 2
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 c.MultiUserSpawner.group_overrides = {"1-small": {"groups": ["small"], "spawner_override": {"mem_limit": "200M"}}}
 """
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def exhaust_memory(container) -> None:
