@@ -101,6 +101,8 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     """One image, many users: a container, a home volume, limits and private services per user."""
 
     _gateways: ClassVar[dict[type, DockerGateway]] = {}
+    #: what talks to the engine; a subclass for another engine (Swarm) names its own
+    gateway_class: ClassVar[type[DockerGateway]] = DockerGateway
     _address_pools: ClassVar[dict[tuple[str, int], network.AddressPool]] = {}
     _legacy_warned: ClassVar[bool] = False
 
@@ -241,7 +243,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         cls = type(self)
         if cls not in self._gateways:
             max_age = self.poll_view_max_age if self.poll_view_max_age is not None else self.poll_interval
-            self._gateways[cls] = DockerGateway.connect(
+            self._gateways[cls] = self.gateway_class.connect(
                 self.client_kwargs, self.docker_api_concurrency, max_age, tls_config=self.tls_config
             )
         return self._gateways[cls]

@@ -40,6 +40,7 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
     overlay network, each user kept on the node that holds their volumes."""
 
     _gateways: ClassVar[dict[type, SwarmGateway]] = {}  # type: ignore[assignment]
+    gateway_class = SwarmGateway
     _node: str = ""
 
     swarm_placement_constraints = List(
@@ -84,16 +85,6 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
     ).tag(config=True)
 
     # -- engine ---------------------------------------------------------------------------------------------------
-
-    @property
-    def gateway(self) -> SwarmGateway:
-        cls = type(self)
-        if cls not in self._gateways:
-            max_age = self.poll_view_max_age if self.poll_view_max_age is not None else self.poll_interval
-            self._gateways[cls] = SwarmGateway.connect(
-                self.client_kwargs, self.docker_api_concurrency, max_age, tls_config=self.tls_config
-            )
-        return self._gateways[cls]
 
     @property
     def backend(self) -> SwarmEngine:  # type: ignore[override]
