@@ -52,6 +52,30 @@ class DockerTimeout(DockerGatewayError):
     """A Docker request got no answer in the time it was given."""
 
 
+#: exit codes of a process ended by SIGKILL or SIGTERM (128 + signal): what ``docker stop`` leaves, and what the
+#: engine leaves on every container when it stops
+STOP_SIGNAL_EXIT_CODES = (128 + 9, 128 + 15)
+
+
+class WorkloadExited(DockerGatewayError):
+    """A workload stopped while the spawn waited for it; ``state`` is its container's ``State`` as inspected."""
+
+    def __init__(self, message: str, state: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.state = dict(state or {})
+
+    @property
+    def stopped_by_a_signal(self) -> bool:
+        """Killed or terminated from outside (not by its memory limit): someone stopped it, or its engine is
+        stopping everything."""
+        return self.state.get("ExitCode") in STOP_SIGNAL_EXIT_CODES and not self.state.get("OOMKilled")
+
+
+def exit_reason(state: Mapping[str, Any]) -> str:
+    """Why a container stopped, in words: its memory limit, or its exit code."""
+    return "killed by its memory limit" if state.get("OOMKilled") else f"exit code {state.get('ExitCode')}"
+
+
 def is_ours(obj: dict[str, Any]) -> bool:
     """Whether an inspected container, network or volume carries the project's label."""
     labels = obj.get("Labels") or (obj.get("Config") or {}).get("Labels") or {}
@@ -130,6 +154,20 @@ class DockerGateway:
             if is_timeout(e):
                 raise DockerTimeout(f"{action} failed: the Docker engine did not answer in time ({e})") from e
             raise DockerGatewayError(f"{action} failed: the Docker engine could not be reached ({e})") from e
+
+    async def engine_stopping(self, within: float = 5.0, interval: float = 0.5) -> bool:
+        """Whether the engine stops answering within ``within`` seconds. An engine that shuts down stops every
+        container first (they exit by SIGTERM) and only then goes away, so a workload that died of a signal nobody
+        in the spawn sent is checked against this before the user is told why their spawn failed."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                await self._run(self.client.ping)
+            except (requests.exceptions.RequestException, DockerException):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(interval)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run a docker-py ``APIClient`` method by name. Only for DockerSpawner's inherited code (its

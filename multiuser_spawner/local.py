@@ -7,12 +7,12 @@ from collections.abc import Mapping
 
 from . import names, network
 from .container_spec import container_from_workload
-from .docker_gateway import DockerGateway, DockerGatewayError, ensure_ours, is_ours
+from .docker_gateway import DockerGateway, DockerGatewayError, WorkloadExited, ensure_ours, exit_reason, is_ours
 from .plan import NetworkPlan, VolumePlan, Workload
 from .startup import current_state
 
 
-class WorkloadStopped(DockerGatewayError):
+class WorkloadStopped(WorkloadExited):
     """A workload stopped while the spawn waited for it."""
 
 
@@ -106,8 +106,7 @@ class LocalEngine:
         running, info = await current_state(self.gateway, name, since)
         if not running:
             state = (info or {}).get("State") or {}
-            reason = "killed by its memory limit" if state.get("OOMKilled") else f"exit code {state.get('ExitCode')}"
-            raise WorkloadStopped(f"container {name} stopped ({reason})")
+            raise WorkloadStopped(f"container {name} stopped ({exit_reason(state)})", state)
         networks = info["NetworkSettings"].get("Networks") or {}
         return (networks.get(network_name) or {}).get("IPAddress", "")
 

@@ -44,7 +44,7 @@ from . import (
     startup,
     stop_notes,
 )
-from .docker_gateway import DockerGateway, DockerGatewayError
+from .docker_gateway import DockerGateway, DockerGatewayError, WorkloadExited
 from .local import LocalEngine
 from .progress import SpawnProgress, pull_percent
 from .settings import MultiUserSettings
@@ -518,15 +518,24 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         except BaseException as error:
             # let every step's Docker calls land, so that the undo below sees (and removes) what they made
             await asyncio.gather(*service_starts, return_exceptions=True)
+            # Asked before the undo: while an engine stops its containers it still takes requests, and a network
+            # removal its shutdown cuts short can keep Docker 20.10 from starting again (docs/operations.md).
+            engine_stopping = await self._engine_stopping_under(error)
             await self._undo(created, instances)
             if isinstance(error, DockerGatewayError | readiness.ServiceNotReady):
-                raise SpawnFailed(str(error)) from error
+                raise SpawnFailed(engine_stopping_message(error) if engine_stopping else str(error)) from error
             engine_failure = docker_failure_message(error)
             if engine_failure:
                 raise SpawnFailed(engine_failure) from error
             raise
         self._started_at = time.monotonic()
         return ip, port
+
+    async def _engine_stopping_under(self, error: BaseException) -> bool:
+        """Whether the spawn failed because the Docker engine is stopping: it stops every container (they die of
+        SIGTERM) before it goes away, so all the spawn sees is a workload that stopped by a signal."""
+        exited = next((e for e in causes(error) if isinstance(e, WorkloadExited)), None)
+        return exited is not None and exited.stopped_by_a_signal and await self.gateway.engine_stopping()
 
     async def _wait_until_listening(self, container: str, ip: str, port: int) -> bool:
         """Wait for the notebook to listen, failing (with its last words) if it stops first; an engine seam."""
@@ -947,6 +956,20 @@ async def gather_all(steps: list[Any]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+def causes(error: BaseException) -> Iterable[BaseException]:
+    """``error`` and what it was raised from, outermost first."""
+    while error is not None:
+        yield error
+        error = error.__cause__
+
+
+def engine_stopping_message(error: BaseException) -> str:
+    return (
+        f"the Docker engine stopped during the spawn and took its containers with it ({error}); "
+        "start again once Docker is back"
+    )
 
 
 def docker_failure_message(error: BaseException) -> str | None:

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from .docker_gateway import DockerGateway, DockerGatewayError
+from .docker_gateway import DockerGateway, WorkloadExited, exit_reason
 from .tcp import accepts_tcp, connect_intervals
 
 # How fresh the "is it still running" answer must be. It comes from the shared container list, so during a class
@@ -15,7 +15,7 @@ from .tcp import accepts_tcp, connect_intervals
 STATE_CHECK_INTERVAL = 0.5
 
 
-class ServerExited(DockerGatewayError):
+class ServerExited(WorkloadExited):
     """The notebook container stopped before its server listened."""
 
 
@@ -55,8 +55,9 @@ async def fail_if_stopped(gateway: DockerGateway, container: str, since: float, 
     if info is None:
         raise ServerExited(f"container {container} disappeared while its server was starting")
     state = info["State"]
-    reason = "killed by its memory limit" if state.get("OOMKilled") else f"exit code {state.get('ExitCode')}"
     logs = (await gateway.logs_tail(container, log_lines)).strip() or "(no output)"
     raise ServerExited(
-        f"the server in container {container} stopped while starting ({reason}). Its last log lines:\n{logs}"
+        f"the server in container {container} stopped while starting ({exit_reason(state)}). "
+        f"Its last log lines:\n{logs}",
+        state,
     )

@@ -7,8 +7,8 @@ a user and an admin would: the user can spawn, their files and rows are there, a
 ``multiuser-spawner gc --yes`` leaves none of the hub's containers and networks behind.
 
 The engine stopping mid-spawn is one test that holds two spawns in their steps and stops the engine once for both
-(and for a running server): stopping the engine stops every container on the machine, so it runs only when asked
-(``MUS_STOP_DOCKER_ENGINE=1``). The outcomes are summed up in docs/operations.md ("Faults during a spawn").
+(and for a running server); like ``test_faults.py``'s engine restart, it stops every container on the machine. The
+outcomes are summed up in docs/operations.md ("Faults during a spawn").
 """
 
 from __future__ import annotations
@@ -192,15 +192,6 @@ def open_gate(client: docker.DockerClient, volume: str, path: str) -> None:
     )
 
 
-# Opt-in: stopping the engine stops every container on the machine, and dockerd 20.10 failed to start again once
-# after a mid-spawn stop, on a network whose removal the stop had interrupted (see docs/operations.md).
-ENGINE_STOPS_ALLOWED = pytest.mark.skipif(
-    os.environ.get("MUS_STOP_DOCKER_ENGINE") != "1",
-    reason="stops the machine's Docker engine: run with MUS_STOP_DOCKER_ENGINE=1 on a machine of its own",
-)
-
-
-@ENGINE_STOPS_ALLOWED
 def test_docker_engine_stopping_mid_spawn_and_under_a_running_server(make_hub, docker_client):
     hub = make_hub(
         {"running": [], "waits-service": ["held-service"], "waits-notebook": ["held-notebook"]}, ENGINE_CONFIG

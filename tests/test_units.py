@@ -276,3 +276,23 @@ def test_a_docker_error_outside_the_gateway_becomes_a_sentence_that_names_docker
     refused = docker.errors.APIError("500 Server Error", explanation="driver failed")
     assert docker_failure_message(refused).startswith("a request to the Docker engine failed")
     assert docker_failure_message(ValueError("not Docker's")) is None
+
+
+@pytest.mark.parametrize(
+    ("state", "by_a_signal"),
+    [
+        ({"ExitCode": 143, "OOMKilled": False}, True),  # SIGTERM: a docker stop, or the engine stopping
+        ({"ExitCode": 137, "OOMKilled": False}, True),  # SIGKILL after the grace period
+        ({"ExitCode": 137, "OOMKilled": True}, False),  # its own memory limit
+        ({"ExitCode": 1, "OOMKilled": False}, False),  # its own failure
+    ],
+)
+def test_a_workload_stopped_by_a_signal_is_told_from_one_that_failed(state, by_a_signal):
+    assert startup.ServerExited("stopped", state).stopped_by_a_signal is by_a_signal
+
+
+async def test_an_engine_that_does_not_answer_is_stopping(tmp_path):
+    gone = DockerGateway(
+        docker.APIClient(base_url=f"unix://{tmp_path}/docker.sock", version="1.41"), concurrency=1, view_max_age=1
+    )
+    assert await gone.engine_stopping(within=0)
