@@ -18,18 +18,15 @@ What the engine keeps and where:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from docker.errors import APIError, NotFound
-
 from . import names
 from .container_spec import EXTRA_CREATE
-from .docker_gateway import DockerGateway, DockerGatewayError, describe_api_error, is_ours
+from .docker_gateway import DockerGateway, DockerGatewayError, is_ours
 from .local import check_claim
 from .plan import NetworkPlan, Resources, Security, VolumePlan, Workload
 
@@ -260,57 +257,47 @@ class SwarmGateway(DockerGateway):
         self.tasks_view = TaskView(self, max_age=view_max_age)
 
     async def inspect_service(self, name_or_id: str) -> dict[str, Any] | None:
-        try:
-            return await self._run(self.client.inspect_service, name_or_id)
-        except NotFound:
-            return None
+        return await self._call(
+            f"inspecting service {name_or_id}", self.client.inspect_service, name_or_id, if_missing=None
+        )
 
     async def create_service(self, spec: Mapping[str, Any]) -> str:
-        try:
-            created = await self._run(self.client.create_service, **spec)
-        except APIError as e:
-            raise DockerGatewayError(f"creating service {spec['name']} failed: {describe_api_error(e)}") from e
+        created = await self._call(f"creating service {spec['name']}", self.client.create_service, **spec)
         return created["ID"]
 
     async def remove_service(self, name_or_id: str) -> None:
-        try:
-            await self._run(self.client.remove_service, name_or_id)
-        except NotFound:
-            pass
-        except APIError as e:
-            raise DockerGatewayError(f"removing service {name_or_id} failed: {describe_api_error(e)}") from e
+        await self._call(f"removing service {name_or_id}", self.client.remove_service, name_or_id, if_missing=None)
 
     async def tasks_of(self, service_id: str) -> list[dict[str, Any]]:
-        try:
-            return await self._run(self.client.tasks, filters={"service": service_id})
-        except NotFound:
-            return []
+        return await self._call(
+            f"listing the tasks of service {service_id}", self.client.tasks, filters={"service": service_id}
+        )
 
     async def all_tasks(self) -> list[dict[str, Any]]:
-        return await self._run(self.client.tasks)
+        return await self._call("listing the swarm's tasks", self.client.tasks)
 
     async def nodes(self) -> list[dict[str, Any]]:
-        return await self._run(self.client.nodes)
+        return await self._call("listing the swarm's nodes", self.client.nodes)
 
     async def inspect_node(self, node_id: str) -> dict[str, Any] | None:
-        try:
-            return await self._run(self.client.inspect_node, node_id)
-        except (NotFound, APIError):
-            return None
+        return await self._call(f"inspecting node {node_id}", self.client.inspect_node, node_id, if_missing=None)
 
     async def service_logs_tail(self, name_or_id: str, lines: int) -> str:
+        """Its last log lines; "" when there are none or they cannot be read (they only add to a failure's
+        message, which must not fail in turn)."""
+
         def read() -> str:
             raw = self.client.service_logs(name_or_id, stdout=True, stderr=True, tail=lines, follow=False)
             return b"".join(raw).decode("utf-8", "replace") if not isinstance(raw, bytes) else raw.decode()
 
         try:
-            return await self._run(read)
-        except (NotFound, APIError):
+            return await self._call(f"reading the logs of service {name_or_id}", read, if_missing="")
+        except DockerGatewayError:
             return ""
 
     async def inspect_record(self, name: str) -> dict[str, Any] | None:
         """A volume record (a Swarm config) by name."""
-        found = await self._run(self.client.configs, filters={"name": name})
+        found = await self._call(f"looking up the record of volume {name}", self.client.configs, filters={"name": name})
         exact = [c for c in found if (c.get("Spec") or {}).get("Name") == name]
         return exact[0] if exact else None
 
@@ -318,11 +305,13 @@ class SwarmGateway(DockerGateway):
         """Create the record unless one of that name exists; True when made now."""
         data = json.dumps({"volume": name})
         try:
-            await self._run(self.client.create_config, name, data, labels=dict(labels))
-        except APIError as e:
+            await self._call(
+                f"creating the record of volume {name}", self.client.create_config, name, data, labels=dict(labels)
+            )
+        except DockerGatewayError as e:
             if e.status_code == 409:
                 return False
-            raise DockerGatewayError(f"creating the record of volume {name} failed: {describe_api_error(e)}") from e
+            raise
         return True
 
     async def update_record_labels(self, record: dict[str, Any], labels: Mapping[str, str]) -> None:
@@ -334,22 +323,18 @@ class SwarmGateway(DockerGateway):
             response = self.client._post_json(url, params={"version": record["Version"]["Index"]}, data=spec)
             self.client._raise_for_status(response)
 
-        try:
-            await self._run(update)
-        except APIError as e:
-            raise DockerGatewayError(
-                f"recording the node of volume {spec['Name']} failed: {describe_api_error(e)}"
-            ) from e
+        await self._call(f"recording the node of volume {spec['Name']}", update)
 
     async def remove_record(self, name_or_id: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self._run(self.client.remove_config, name_or_id)
+        await self._call(
+            f"removing the record of volume {name_or_id}", self.client.remove_config, name_or_id, if_missing=None
+        )
 
     async def list_records(self, label_filters: list[str]) -> list[dict[str, Any]]:
-        return await self._run(self.client.configs, filters={"label": label_filters})
+        return await self._call("listing volume records", self.client.configs, filters={"label": label_filters})
 
     async def list_services(self, label_filters: list[str]) -> list[dict[str, Any]]:
-        return await self._run(self.client.services, filters={"label": label_filters})
+        return await self._call("listing services", self.client.services, filters={"label": label_filters})
 
 
 class TaskView:

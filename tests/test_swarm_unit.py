@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import docker
 import pytest
 from traitlets.config import Config
 
 from multiuser_spawner import names, validate_config
 from multiuser_spawner.container_spec import EXTRA_CREATE
+from multiuser_spawner.docker_gateway import DockerGatewayError
 from multiuser_spawner.plan import Mount, NetworkPlan, Resources, Security, Workload
 from multiuser_spawner.swarm import (
     Placement,
+    SwarmGateway,
     node_unavailable,
     overlay_network_config,
     service_from_workload,
@@ -217,3 +220,18 @@ def test_a_swarm_hub_that_would_keep_stopped_services_is_stopped_at_start_naming
         validate_config(config)
     config.JupyterHub.spawner_class = "multiuser"
     validate_config(config)  # one host keeps stopped containers, as DockerSpawner does
+
+
+@pytest.mark.parametrize(
+    ("call", "action"),
+    [
+        (lambda g: g.all_tasks(), "listing the swarm's tasks"),
+        (lambda g: g.nodes(), "listing the swarm's nodes"),
+        (lambda g: g.list_services([]), "listing services"),
+        (lambda g: g.inspect_record("jh-ada_home"), "looking up the record of volume jh-ada_home"),
+    ],
+)
+async def test_a_swarm_call_that_fails_says_what_it_was_doing(tmp_path, call, action):
+    gone = SwarmGateway(docker.APIClient(base_url=f"unix://{tmp_path}/docker.sock", version="1.41"), 1, 1)
+    with pytest.raises(DockerGatewayError, match=f"^{action} failed: the Docker engine could not be reached"):
+        await call(gone)
