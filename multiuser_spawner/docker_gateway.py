@@ -319,7 +319,8 @@ class DockerGateway:
                 aliases=aliases,
             )
         except DockerGatewayError as e:
-            if "already exists" not in str(e):
+            # already on it: a bridge says "already exists", an overlay "is already attached"
+            if "already exists" not in str(e) and "already attached" not in str(e):
                 raise
 
     async def disconnect_network(self, network: str, container: str) -> None:

@@ -49,6 +49,8 @@ ROLE_SERVICE = "service"
 ROLE_SERVICE_DATA = "service-data"
 #: a short-lived container that prepares a volume (the home's ownership fix)
 ROLE_HELPER = "helper"
+#: a one-shot Swarm task the hub runs on a node (removing a deleted user's volume there)
+ROLE_JOB = "job"
 #: the roles of the one database of releases before per-user services: read as the service ``db``
 ROLE_DATABASE = "database"
 ROLE_DATABASE_DATA = "database-data"

@@ -19,6 +19,8 @@ from .docker_gateway import DockerGatewayError
 from .progress import SpawnProgress
 from .spawner import MultiUserSpawner, SpawnFailed
 from .swarm import (
+    LABEL_NODE,
+    LABEL_NODE_NAME,
     Placement,
     SwarmEngine,
     SwarmGateway,
@@ -28,11 +30,14 @@ from .swarm import (
     task_failure,
     task_state,
 )
+from .swarm_jobs import run_job, volume_removal_job
 from .tcp import accepts_tcp, connect_intervals
 
 STATE_NODE = "swarm_node"
 #: how fresh "does the notebook's task still run" must be while waiting for it to listen (one shared list)
 TASK_STATE_INTERVAL = 0.5
+#: seconds a node may take to remove a deleted user's volume (its task's image is already there)
+VOLUME_REMOVAL_TIMEOUT = 120
 
 
 class MultiUserSwarmSpawner(MultiUserSpawner):
@@ -215,20 +220,15 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
         await super()._tear_down(resources, timeout, notebook=True)
 
     async def delete_forever(self) -> None:
-        """Remove the server's services and network, and (with ``remove_volumes_on_delete``) the records of its
-        volumes. The volumes themselves live on the nodes, out of a manager's reach: the log names each one, for an
-        admin to remove on its node."""
-        gateway = self.gateway
-        user_label = [
-            f"{names.LABEL_USER}={self.user.name}",
-            f"{names.LABEL_MANAGED}=true",
-            f"{names.LABEL_HUB}={self.prefix}",
-        ]
-        prefix = f"{self.prefix}-"
+        """Remove the server's services and network and, with ``remove_volumes_on_delete``, its volumes: each on
+        the node that holds it, by a short task there (a manager cannot reach a node's volumes), and then its
+        record. Only this hub's objects of this user are touched (by hub and user identity labels), and a node's
+        volume is removed only if its own labels say the same."""
+        owner = self.owner()
+        ours = [f"{names.LABEL_MANAGED}=true", f"{names.LABEL_HUB}={self.prefix}"]
         removed: list[str] = []
-        for service in await gateway.list_services(user_label):
-            labels = service["Spec"].get("Labels") or {}
-            if labels.get(names.LABEL_SERVER, "") == (self.name or "") and service["Spec"]["Name"].startswith(prefix):
+        for service in await self.gateway.list_services(ours):
+            if self._is_this_servers(service["Spec"].get("Labels") or {}, owner):
                 await self.backend.stop_workload(service["Spec"]["Name"], self.stop_timeout)
                 removed.append(service["Spec"]["Name"])
         try:
@@ -236,12 +236,37 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
         except DockerGatewayError as e:
             self.log.warning("Could not remove network of %s: %s", self._log_name, e)
         if self.remove_volumes_on_delete:
-            for record in await gateway.list_records(user_label):
-                spec = record["Spec"]
-                # a named server's deletion leaves the user's home (labelled with no server) to the default one
-                if spec["Name"].startswith(prefix) and (spec.get("Labels") or {}).get(names.LABEL_SERVER, "") == (
-                    self.name or ""
-                ):
-                    await gateway.remove_record(record["ID"])
-                    removed.append(f"record of volume {spec['Name']} (the volume stays on its node)")
+            records = [
+                r
+                for r in await self.gateway.list_records(ours)
+                if self._is_this_servers(r["Spec"].get("Labels") or {}, owner)
+            ]
+            outcomes = await asyncio.gather(*(self._remove_volume(record, owner) for record in records))
+            removed.extend(outcome for outcome in outcomes if outcome)
         self.log.info("Deleted %s: %s", self._log_name, ", ".join(removed) or "nothing was left")
+
+    def _is_this_servers(self, labels: dict[str, str], owner: names.Owner) -> bool:
+        # a named server's deletion leaves the user's home (labelled with no server) to the default one
+        return names.claim_problem(labels, owner) is None and labels.get(names.LABEL_SERVER, "") == (self.name or "")
+
+    async def _remove_volume(self, record: dict[str, Any], owner: names.Owner) -> str:
+        """Remove a volume on its node, then its record; what was removed ("" when the volume had to stay, which
+        the log says, naming the node, for an admin)."""
+        volume = record["Spec"]["Name"]
+        labels = record["Spec"].get("Labels") or {}
+        node_id = labels.get(LABEL_NODE, "")
+        if node_id:  # else no task ever made it, or it is on shared storage, which is the admin's to clear
+            where = f"volume {volume} on node {labels.get(LABEL_NODE_NAME) or node_id}"
+            job = volume_removal_job(volume, node_id, self.image, owner)
+            try:
+                exit_code, output = await run_job(self.gateway, job, VOLUME_REMOVAL_TIMEOUT)
+            except DockerGatewayError as e:
+                self.log.warning("Could not remove %s of %s: %s", where, self._log_name, e)
+                return ""
+            if exit_code != 0:
+                self.log.warning(
+                    "Could not remove %s of %s: %s", where, self._log_name, output.strip() or f"exit code {exit_code}"
+                )
+                return ""
+        await self.gateway.remove_record(record["ID"])
+        return f"volume {volume}" + (f" on node {labels.get(LABEL_NODE_NAME) or node_id}" if node_id else "")

@@ -25,7 +25,9 @@ import pytest
 from conftest import IN_CI, _unavailable, new_prefix
 
 from hubstack import POSTGRES_IMAGE, SINGLEUSER_IMAGE, HubStack, cleanup_prefix, spawn_failure_message
+from multiuser_spawner import names
 from multiuser_spawner.swarm import SwarmGateway
+from multiuser_spawner.swarm_jobs import NOT_OURS, volume_removal_job
 
 pytestmark = pytest.mark.docker
 
@@ -218,6 +220,7 @@ USERS = {
     "gus": [],
     "hal": ["crash"],
     "ike": ["workers"],
+    "jan": [],
     **{f"big{i}": ["big"] for i in range(1, 6)},
     "nobody": ["nowhere"],
 }
@@ -363,15 +366,55 @@ def test_a_users_postgres_is_unreachable_from_another_users_notebook(hub, cluste
     assert (code, out) == (0, "postgres\n")
 
 
-def test_deleting_a_user_removes_their_services_network_and_volume_records(hub, cluster):
+def test_deleting_a_user_removes_their_services_network_and_volumes_on_their_nodes(hub, cluster):
     hub.start_server("gus")
+    hub.start_server("jan")
     prefix = f"{hub.prefix}-gus"
-    assert [c for c in cluster.api.configs() if c["Spec"]["Name"].startswith(prefix)]
+    records = [c for c in cluster.api.configs() if c["Spec"]["Name"].startswith(prefix)]
+    # each volume lives on the node its record names: the home, and the database's data
+    where = {c["Spec"]["Name"]: c["Spec"]["Labels"][LABEL_NODE] for c in records}
+    assert sorted(where) == [f"{prefix}_db", f"{prefix}_home"], where
+    for volume, node in where.items():
+        assert volume in node_volumes(cluster, node), (volume, node)
+    jan_volumes = {
+        c["Spec"]["Name"]: c["Spec"]["Labels"][LABEL_NODE]
+        for c in cluster.api.configs()
+        if c["Spec"]["Name"].startswith(f"{hub.prefix}-jan")
+    }
     r = hub.request("DELETE", "/users/gus")  # a running user: the hub stops the server, then deletes
     assert r.status_code == 204, r.text
     assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(prefix)] == []
     assert [n for n in cluster.api.networks() if n["Name"].startswith(prefix)] == []
     assert [c for c in cluster.api.configs() if c["Spec"]["Name"].startswith(prefix)] == []
+    for volume, node in where.items():
+        assert volume not in node_volumes(cluster, node), (volume, node)
+    # nothing of another user's goes, and the removal's own tasks are gone
+    for volume, node in jan_volumes.items():
+        assert volume in node_volumes(cluster, node), (volume, node)
+    assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(f"{hub.prefix}-rm-")] == []
+
+
+def node_volumes(cluster: Swarm, node_id: str) -> list[str]:
+    done = cluster.engine_run(node_id, ["volume", "ls", "-q"])
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_a_volume_is_removed_on_its_node_only_when_its_labels_are_the_users(docker_client):
+    """The removal's script, run against this host's engine as a node's task runs it against its node's."""
+    prefix = new_prefix()
+    owner = names.Owner(hub=prefix, user="ada", user_id="7", user_created="2026-01-01T00:00:00Z")
+    theirs = {**owner.labels(names.ROLE_HOME), names.LABEL_USER_ID: "8"}  # a newer user called ada
+    docker_client.volumes.create(f"{prefix}-ada_home", labels=theirs)
+    docker_client.volumes.create(f"{prefix}-ada_db", labels=owner.labels(names.ROLE_SERVICE_DATA, "db"))
+    try:
+        for volume, code, still_there in ((f"{prefix}-ada_home", NOT_OURS, True), (f"{prefix}-ada_db", 0, False)):
+            command = volume_removal_job(volume, "node", SINGLEUSER_IMAGE, owner).command
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert done.returncode == code, done.stdout + done.stderr
+            assert (volume in [v.name for v in docker_client.volumes.list()]) is still_there, done.stdout
+    finally:
+        cleanup_prefix(docker_client, prefix)
 
 
 async def test_the_polls_of_many_servers_share_one_task_list(hub, cluster):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import docker
 import pytest
 from traitlets.config import Config
@@ -20,6 +22,7 @@ from multiuser_spawner.swarm import (
     task_failure,
     volume_labels_of_record,
 )
+from multiuser_spawner.swarm_jobs import Job, job_service_spec, volume_removal_job
 
 LABELS = {"org.multiuser-spawner.managed": "true", "org.multiuser-spawner.role": "service"}
 
@@ -235,3 +238,43 @@ async def test_a_swarm_call_that_fails_says_what_it_was_doing(tmp_path, call, ac
     gone = SwarmGateway(docker.APIClient(base_url=f"unix://{tmp_path}/docker.sock", version="1.41"), 1, 1)
     with pytest.raises(DockerGatewayError, match=f"^{action} failed: the Docker engine could not be reached"):
         await call(gone)
+
+
+def test_a_job_is_one_task_on_its_node_never_restarted_with_the_nodes_docker_socket_when_it_needs_it():
+    job = Job(name="jh-rm-1", image="img", command=["true"], node_id="n1", labels=LABELS, needs_docker=True)
+    assert job_service_spec(job) == {
+        "name": "jh-rm-1",
+        "labels": LABELS,
+        "task_template": {
+            "ContainerSpec": {
+                "Image": "img",
+                "Command": ["true"],
+                "User": "0",
+                "Labels": LABELS,
+                "Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/var/run/docker.sock"}],
+            },
+            "RestartPolicy": {"Condition": "none"},
+            "Placement": {"Constraints": ["node.id==n1"]},
+        },
+        "mode": {"Replicated": {"Replicas": 1}},
+    }
+
+
+def test_a_volume_is_removed_only_with_the_users_identity_or_without_one_their_name():
+    known = names.Owner(hub="jh", user="ada", user_id="7", user_created="2026-01-01T00:00:00Z")
+    unknown = names.Owner(hub="jh", user="ada", user_id="")
+    expected = {
+        owner: json.loads(volume_removal_job("jh-ada_home", "n1", "img", owner).command[4])
+        for owner in (known, unknown)
+    }
+    assert expected[known] == {
+        "org.multiuser-spawner.managed": "true",
+        "org.multiuser-spawner.hub": "jh",
+        "org.multiuser-spawner.user-id": "7",
+        "org.multiuser-spawner.user-created": "2026-01-01T00:00:00Z",
+    }
+    assert expected[unknown] == {
+        "org.multiuser-spawner.managed": "true",
+        "org.multiuser-spawner.hub": "jh",
+        "org.multiuser-spawner.user": "ada",
+    }

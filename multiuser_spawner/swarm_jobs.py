@@ -1,0 +1,163 @@
+"""One-shot tasks on a chosen node of a swarm.
+
+A manager sees services, tasks and nodes, but not a node's own volumes: those live in that node's engine. What the
+hub must do there (remove a deleted user's volumes) it does with a short Swarm task pinned to the node, which talks
+to that node's engine through its socket and is removed once it has ended.
+
+The job's service spec is a pure builder (tested against a literal dict); :func:`run_job` is the side effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import names
+from .docker_gateway import DockerGatewayError
+from .swarm import ENDED_STATES, SwarmGateway, latest_task, task_state
+
+#: where a node's engine listens, as seen from a task on that node
+NODE_DOCKER_SOCKET = "/var/run/docker.sock"
+JOB_CHECK_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command to run once, as root, on one node, with that node's Docker socket when ``needs_docker``."""
+
+    name: str
+    image: str
+    command: Sequence[str]
+    node_id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    needs_docker: bool = False
+
+
+def job_service_spec(job: Job) -> dict[str, Any]:
+    """The Engine API's service spec of a job: one task, never restarted, pinned to its node."""
+    container: dict[str, Any] = {
+        "Image": job.image,
+        "Command": list(job.command),
+        "User": "0",
+        "Labels": dict(job.labels),
+    }
+    if job.needs_docker:
+        # a bind mount is right here, unlike for users' files: it names the same thing on every node
+        container["Mounts"] = [{"Type": "bind", "Source": NODE_DOCKER_SOCKET, "Target": NODE_DOCKER_SOCKET}]
+    return {
+        "name": job.name,
+        "labels": dict(job.labels),
+        "task_template": {
+            "ContainerSpec": container,
+            "RestartPolicy": {"Condition": "none"},
+            "Placement": {"Constraints": [f"node.id=={job.node_id}"]},
+        },
+        "mode": {"Replicated": {"Replicas": 1}},
+    }
+
+
+async def run_job(gateway: SwarmGateway, job: Job, timeout: float) -> tuple[int, str]:
+    """Run the job; its exit code and output. Its service is removed afterwards, whatever happened."""
+    service_id = await gateway.create_service(job_service_spec(job))
+    try:
+        task = await _wait_until_ended(gateway, job, service_id, timeout)
+        status = task.get("Status") or {}
+        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        output = await gateway.service_logs_tail(service_id, 20)
+        if exit_code is None:
+            raise DockerGatewayError(
+                f"{job.name} on node {job.node_id} did not run: {status.get('Err') or task_state(task)}"
+            )
+        return int(exit_code), output
+    finally:
+        await gateway.remove_service(service_id)
+
+
+async def _wait_until_ended(gateway: SwarmGateway, job: Job, service_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = latest_task(await gateway.tasks_of(service_id))
+        if task is not None and task_state(task) in ENDED_STATES:
+            return task
+        await asyncio.sleep(JOB_CHECK_INTERVAL)
+    raise DockerGatewayError(f"{job.name} on node {job.node_id} had not ended after {timeout:g} s")
+
+
+# -- removing a volume on its node ----------------------------------------------------------------------------------
+
+#: exit code of the removal when the volume's labels are not the ones expected: it stays (the script says 3 too)
+NOT_OURS = 3
+
+# Python's standard library only, so any image with python3 serves (the notebook's does). The volume is removed
+# only if every expected label matches: the node's volume of that name may be another hub's, or a newer user's.
+REMOVE_VOLUME_SCRIPT = """
+import http.client, json, socket, sys, time
+from urllib.parse import quote
+
+class Engine(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sys.argv[3])
+
+def call(method, path):
+    engine = Engine("localhost", timeout=60)
+    engine.request(method, path)
+    response = engine.getresponse()
+    return response.status, response.read().decode("utf-8", "replace")
+
+name, expected = sys.argv[1], json.loads(sys.argv[2])
+status, body = call("GET", "/volumes/" + quote(name))
+if status == 404:
+    print("volume " + name + " is not on this node")
+    sys.exit(0)
+if status != 200:
+    print("inspecting volume " + name + " failed: " + body.strip())
+    sys.exit(1)
+labels = json.loads(body).get("Labels") or {}
+wrong = sorted(k for k, v in expected.items() if labels.get(k) != v)
+if wrong:
+    print("volume " + name + " stays: its labels " + ", ".join(wrong) + " are not this user's")
+    sys.exit(3)  # NOT_OURS
+# the containers of the user's tasks, just removed from the swarm, leave their node a moment later
+deadline = time.monotonic() + 60
+status, body = call("DELETE", "/volumes/" + quote(name))
+while status == 409 and time.monotonic() < deadline:
+    time.sleep(0.5)
+    status, body = call("DELETE", "/volumes/" + quote(name))
+if status not in (204, 404):
+    print("removing volume " + name + " failed: " + body.strip())
+    sys.exit(1)
+print("removed volume " + name)
+"""
+
+
+def volume_removal_job(volume: str, node_id: str, image: str, owner: names.Owner) -> Job:
+    """The job that removes ``volume`` from its node if it is the owner's: by hub and user identity, or (for a
+    user whose identity is unknown) by hub and user name."""
+    expected = {names.LABEL_MANAGED: "true", names.LABEL_HUB: owner.hub}
+    if owner.identity.known:
+        expected |= {names.LABEL_USER_ID: owner.user_id, names.LABEL_USER_CREATED: owner.user_created}
+    else:
+        expected[names.LABEL_USER] = owner.user
+    expected = {k: v for k, v in expected.items() if v}
+    return Job(
+        # a Swarm name (no '.'), the same for the same volume, so a removal left behind is found and replaced
+        name=names.fit_name(f"{owner.hub}-rm-{hashlib.sha256(volume.encode()).hexdigest()[:16]}"),
+        image=image,
+        command=[
+            "python3",
+            "-c",
+            REMOVE_VOLUME_SCRIPT,
+            volume,
+            json.dumps(expected, sort_keys=True),
+            NODE_DOCKER_SOCKET,
+        ],
+        node_id=node_id,
+        labels=owner.labels(names.ROLE_JOB),
+        needs_docker=True,
+    )
