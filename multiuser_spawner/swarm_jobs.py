@@ -63,6 +63,9 @@ def job_service_spec(job: Job) -> dict[str, Any]:
 
 async def run_job(gateway: SwarmGateway, job: Job, timeout: float) -> tuple[int, str]:
     """Run the job; its exit code and output. Its service is removed afterwards, whatever happened."""
+    left = await gateway.inspect_service(job.name)
+    if left is not None and (left["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) == names.ROLE_JOB:
+        await gateway.remove_service(left["ID"])  # the same job, left by a hub that stopped while it ran
     service_id = await gateway.create_service(job_service_spec(job))
     try:
         task = await _wait_until_ended(gateway, job, service_id, timeout)
@@ -93,23 +96,29 @@ async def _wait_until_ended(gateway: SwarmGateway, job: Job, service_id: str, ti
 #: exit code of the removal when the volume's labels are not the ones expected: it stays (the script says 3 too)
 NOT_OURS = 3
 
-# Python's standard library only, so any image with python3 serves (the notebook's does). The volume is removed
-# only if every expected label matches: the node's volume of that name may be another hub's, or a newer user's.
-REMOVE_VOLUME_SCRIPT = """
+# The jobs' scripts use Python's standard library only, so any image with python3 serves (the notebook's does).
+# Each talks to its node's engine through the socket named by its last argument.
+ENGINE_CLIENT = """
 import http.client, json, socket, sys, time
 from urllib.parse import quote
 
 class Engine(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(sys.argv[3])
+        self.sock.connect(sys.argv[-1])
 
 def call(method, path):
     engine = Engine("localhost", timeout=60)
     engine.request(method, path)
     response = engine.getresponse()
     return response.status, response.read().decode("utf-8", "replace")
+"""
 
+# The volume is removed only if every expected label matches: the node's volume of that name may be another hub's,
+# or a newer user's.
+REMOVE_VOLUME_SCRIPT = (
+    ENGINE_CLIENT
+    + """
 name, expected = sys.argv[1], json.loads(sys.argv[2])
 status, body = call("GET", "/volumes/" + quote(name))
 if status == 404:
@@ -134,6 +143,39 @@ if status not in (204, 404):
     sys.exit(1)
 print("removed volume " + name)
 """
+)
+
+#: exit codes of the memory-limit check: killed by it, or not (anything else: the check could not tell)
+OOM_KILLED, NOT_OOM_KILLED = 0, 1
+
+OOM_CHECK_SCRIPT = (
+    ENGINE_CLIENT
+    + """
+status, body = call("GET", "/containers/" + quote(sys.argv[1]) + "/json")
+if status != 200:
+    print("inspecting container " + sys.argv[1] + " failed: " + body.strip())
+    sys.exit(2)
+sys.exit(0 if json.loads(body)["State"].get("OOMKilled") else 1)
+"""
+)
+
+
+def _job_name(hub: str, what: str, about: str) -> str:
+    # a Swarm name (no '.'), the same for the same object, so a job left behind is found and replaced
+    return names.fit_name(f"{hub}-{what}-{hashlib.sha256(about.encode()).hexdigest()[:16]}")
+
+
+def oom_check_job(container_id: str, node_id: str, image: str, owner: names.Owner) -> Job:
+    """The job that tells whether a task's container on its node was killed by its memory limit: a task's status
+    on the manager says only "exit code 137", which a plain kill gives too."""
+    return Job(
+        name=_job_name(owner.hub, "oom", container_id),
+        image=image,
+        command=["python3", "-c", OOM_CHECK_SCRIPT, container_id, NODE_DOCKER_SOCKET],
+        node_id=node_id,
+        labels=owner.labels(names.ROLE_JOB),
+        needs_docker=True,
+    )
 
 
 def volume_removal_job(volume: str, node_id: str, image: str, owner: names.Owner) -> Job:
@@ -146,8 +188,7 @@ def volume_removal_job(volume: str, node_id: str, image: str, owner: names.Owner
         expected[names.LABEL_USER] = owner.user
     expected = {k: v for k, v in expected.items() if v}
     return Job(
-        # a Swarm name (no '.'), the same for the same volume, so a removal left behind is found and replaced
-        name=names.fit_name(f"{owner.hub}-rm-{hashlib.sha256(volume.encode()).hexdigest()[:16]}"),
+        name=_job_name(owner.hub, "rm", volume),
         image=image,
         command=[
             "python3",

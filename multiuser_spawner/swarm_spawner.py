@@ -30,7 +30,7 @@ from .swarm import (
     task_failure,
     task_state,
 )
-from .swarm_jobs import run_job, volume_removal_job
+from .swarm_jobs import NOT_OOM_KILLED, OOM_KILLED, oom_check_job, run_job, volume_removal_job
 from .tcp import accepts_tcp, connect_intervals
 
 STATE_NODE = "swarm_node"
@@ -38,6 +38,9 @@ STATE_NODE = "swarm_node"
 TASK_STATE_INTERVAL = 0.5
 #: seconds a node may take to remove a deleted user's volume (its task's image is already there)
 VOLUME_REMOVAL_TIMEOUT = 120
+OOM_CHECK_TIMEOUT = 60
+#: what a container killed by its memory limit exits with (128 + SIGKILL), as a plain kill does too
+OOM_EXIT_CODE = 137
 
 
 class MultiUserSwarmSpawner(MultiUserSpawner):
@@ -47,6 +50,8 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
     _gateways: ClassVar[dict[type, SwarmGateway]] = {}  # type: ignore[assignment]
     gateway_class = SwarmGateway
     _node: str = ""
+    #: the notebook containers whose node was asked whether their memory limit killed them
+    _oom_checked: frozenset[str] = frozenset()
 
     swarm_placement_constraints = List(
         Unicode(),
@@ -207,12 +212,35 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
         if failure:
             self.log.warning("Service %s of %s stopped: %s", self.object_name, self._log_name, failure)
             exit_code = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ExitCode")
+            if exit_code == OOM_EXIT_CODE:
+                await self._note_whether_oom_killed(task)
             return int(exit_code) if exit_code else (0 if task_state(task) == "complete" else 1)
         node = self.gateway.tasks_view.node(task.get("NodeID", ""))
         if node is not None and (node.get("Status") or {}).get("State") == "down":
             self.log.warning("Node %s of %s's server is down", node_name(node), self._log_name)
             return 1
         return None
+
+    async def _note_whether_oom_killed(self, task: dict[str, Any]) -> None:
+        """Ask the task's node whether its memory limit killed it (the manager only knows "exit code 137"), and
+        keep the note as on one host. Asked once per container: the hub polls a stopped server until it stops it."""
+        container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID", "")
+        if not container or container in self._oom_checked:
+            return
+        self._oom_checked = self._oom_checked | {container}
+        job = oom_check_job(container, task.get("NodeID", ""), self.image, self.owner())
+        try:
+            exit_code, output = await run_job(self.gateway, job, OOM_CHECK_TIMEOUT)
+        except DockerGatewayError as e:
+            self.log.warning("Could not tell why %s's notebook stopped: %s", self._log_name, e)
+            return
+        if exit_code not in (OOM_KILLED, NOT_OOM_KILLED):
+            self.log.warning("Could not tell why %s's notebook stopped: %s", self._log_name, output.strip())
+            return
+        limit = (((task.get("Spec") or {}).get("Resources") or {}).get("Limits") or {}).get("MemoryBytes") or 0
+        self._note_why_it_stopped(
+            {"Name": self.object_name, "State": {"OOMKilled": exit_code == OOM_KILLED}, "HostConfig": {"Memory": limit}}
+        )
 
     async def _tear_down(self, resources: names.ResourceNames, timeout: int, notebook: bool = True) -> None:
         """The notebook's service goes too when only its services were asked to (its task has ended): a stopped

@@ -81,14 +81,16 @@ c.MultiUserSpawner.group_overrides = {"1-small": {"groups": ["small"], "spawner_
 """
 
 
+# Make the server itself the OOM killer's first choice (raising one's own score needs no privilege; the pattern does
+# not match this shell's own command line, whose children would inherit the score), then go past 200M.
+EXHAUST_MEMORY = (
+    'for p in /proc/[0-9]*; do grep -q "jupyterhub-single[u]ser" $p/cmdline 2>/dev/null'
+    " && echo 1000 > $p/oom_score_adj; done; python3 -c 'x = bytearray(150 * 2**20); y = bytearray(150 * 2**20)'"
+)
+
+
 def exhaust_memory(container) -> None:
-    # make the server itself the OOM killer's first choice (raising one's own score needs no privilege; the pattern
-    # does not match this shell's own command line, whose children would inherit the score), then go past 200M
-    exec_in(
-        container,
-        'for p in /proc/[0-9]*; do grep -q "jupyterhub-single[u]ser" $p/cmdline 2>/dev/null'
-        " && echo 1000 > $p/oom_score_adj; done; python3 -c 'x = bytearray(150 * 2**20); y = bytearray(150 * 2**20)'",
-    )
+    exec_in(container, EXHAUST_MEMORY)
 
 
 def spawn_messages(hub, name: str, timeout: float = 180) -> list[str]:

@@ -23,8 +23,9 @@ import time
 import docker
 import pytest
 from conftest import IN_CI, _unavailable, new_prefix
+from test_oom_notice import EXHAUST_MEMORY
 
-from hubstack import POSTGRES_IMAGE, SINGLEUSER_IMAGE, HubStack, cleanup_prefix, spawn_failure_message
+from hubstack import POSTGRES_IMAGE, SINGLEUSER_IMAGE, HubStack, cleanup_prefix, spawn_failure_message, wait_until
 from multiuser_spawner import names
 from multiuser_spawner.swarm import SwarmGateway
 from multiuser_spawner.swarm_jobs import NOT_OURS, volume_removal_job
@@ -114,6 +115,7 @@ c.MultiUserSpawner.group_overrides = {{
     "3-workers": {{"groups": ["workers"], "spawner_override": {{
         "swarm_placement_constraints": ["node.role==worker"]}}}},
     "4-crash": {{"groups": ["crash"], "spawner_override": {{"cmd": ["sh", "-c", "echo my last words; exit 3"]}}}},
+    "5-tiny": {{"groups": ["tiny"], "spawner_override": {{"mem_limit": "200M"}}}},
 }}
 """
 
@@ -221,6 +223,7 @@ USERS = {
     "hal": ["crash"],
     "ike": ["workers"],
     "jan": [],
+    "kim": ["tiny", "workers"],
     **{f"big{i}": ["big"] for i in range(1, 6)},
     "nobody": ["nowhere"],
 }
@@ -488,3 +491,24 @@ def test_a_worker_killed_while_its_user_works_makes_poll_report_the_server_stopp
         assert f"Node {cluster.hostname(node_id)} of ike's server is down" in hub.log_tail(400)
     finally:
         swarm_stack.ensure()  # the worker comes back for the next tests
+
+
+def test_a_user_whose_notebook_on_a_worker_ran_out_of_memory_is_told_so(hub, cluster, workers):
+    hub.start_server("kim")
+    service = f"{hub.prefix}-kim"
+    assert cluster.task(service)["NodeID"] in workers
+    cluster.exec_in_service(service, EXHAUST_MEMORY)
+    wait_until(lambda: hub.user("kim")["servers"] == {}, 90, "the hub to see the server stop")
+    logged = f"Container {service} was killed by its memory limit (200 MB): the server of kim stopped"
+    assert hub.log_path.read_text().count(logged) == 1
+    # kept in the server's state, where the next spawn's first progress message reads it (test_oom_notice.py)
+    r = hub.request("GET", "/users/kim?include_stopped_servers=1")
+    assert r.json()["servers"][""]["state"]["multiuser_last_stop"] == {
+        "reason": "oom-killed",
+        "container": service,
+        "mem_limit": 200 * 2**20,
+    }, r.json()
+    hub.start_server("kim")
+    hub.stop_server("kim")
+    # the node was asked by a job of the hub's, which is gone
+    assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(f"{hub.prefix}-oom-")] == []
