@@ -51,6 +51,9 @@ ROLE_SERVICE_DATA = "service-data"
 ROLE_HELPER = "helper"
 #: a one-shot Swarm task the hub runs on a node (removing a deleted user's volume there)
 ROLE_JOB = "job"
+#: a volume (one per node, on a swarm with shared volumes) that is the shared export's root, from which the
+#: spawner makes each user volume's directory; it belongs to the hub, not to a user
+ROLE_SHARED_EXPORT = "shared-export"
 #: the roles of the one database of releases before per-user services: read as the service ``db``
 ROLE_DATABASE = "database"
 ROLE_DATABASE_DATA = "database-data"

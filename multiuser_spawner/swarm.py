@@ -18,6 +18,7 @@ What the engine keeps and where:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -33,8 +34,16 @@ from .plan import NetworkPlan, Resources, Security, VolumePlan, Workload
 #: the node a volume record's volume lives on (a node id), set when its first task lands
 LABEL_NODE = f"{names.LABEL_PREFIX}.node"
 LABEL_NODE_NAME = f"{names.LABEL_PREFIX}.node-name"
+#: the directory of the shared export a volume record's volume is (its rendered ``device``), once it was made there
+LABEL_SHARED_DIRECTORY = f"{names.LABEL_PREFIX}.shared-directory"
 #: labels of a volume record that must not be copied onto the volume itself
-RECORD_ONLY_LABELS = (names.LABEL_PASSWORD, names.LABEL_DB_PASSWORD, LABEL_NODE, LABEL_NODE_NAME)
+RECORD_ONLY_LABELS = (
+    names.LABEL_PASSWORD,
+    names.LABEL_DB_PASSWORD,
+    LABEL_NODE,
+    LABEL_NODE_NAME,
+    LABEL_SHARED_DIRECTORY,
+)
 
 NANO = 1_000_000_000
 #: task states after which a task never runs again (Swarm's own words)
@@ -93,6 +102,131 @@ def volume_mount(
     return {"Type": "volume", "Source": source, "Target": target, "ReadOnly": read_only, "VolumeOptions": options}
 
 
+#: the fields a shared volume's driver options may use: the volume's name, its user's slug and the hub's prefix
+VOLUME_OPTION_FIELDS = ("volume", "user", "prefix")
+#: where the directory maker mounts the shared export's root
+EXPORT_ROOT_MOUNT = "/mnt/multiuser-spawner-export"
+#: Docker's own driver, whose ``device`` option is a path (NFS, CIFS, a bind): one directory per volume
+LOCAL_DRIVERS = ("", "local")
+
+
+def volume_option_fields(volume: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """The values of :data:`VOLUME_OPTION_FIELDS` for a volume of the workload labelled ``labels``."""
+    user = labels.get(names.LABEL_USER, "")
+    return {
+        "volume": volume,
+        "user": names.safe_slug(user, names.MAX_USER_SLUG) if user else "",
+        "prefix": labels.get(names.LABEL_HUB, ""),
+    }
+
+
+def render_driver_options(options: Mapping[str, str], fields: Mapping[str, str]) -> dict[str, str]:
+    """One volume's driver options: each value filled from ``fields`` (checked at hub start)."""
+    return {key: value.format(**fields) for key, value in options.items()}
+
+
+def check_volume_driver_options(driver: str, options: Mapping[str, str], setting: str) -> None:
+    """Refuse, naming ``setting``, options that use an unknown field, or (with the local driver) that would give
+    every volume the same directory: the local driver's ``device`` is a path, so it must name the volume, below a
+    fixed directory (the export's root, which the spawner mounts to make each volume's directory)."""
+    sample = {"volume": "jh-sample_home", "user": "sample", "prefix": "jh"}
+    for key, value in options.items():
+        try:
+            value.format(**sample)
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
+            raise ValueError(
+                f"{setting}[{key!r}]: cannot fill {value!r} ({e!r}); the fields are "
+                + ", ".join(f"{{{f}}}" for f in VOLUME_OPTION_FIELDS)
+            ) from None
+    if driver not in LOCAL_DRIVERS or not options:
+        return
+    device = options.get("device", "")
+    if "{volume}" not in device:
+        raise ValueError(
+            f"{setting}['device'] is {device!r}: with the local driver it must contain {{volume}}, or every user's "
+            "volumes would be one directory (e.g. ':/exports/{volume}' for NFS)"
+        )
+    for key, value in options.items():
+        if key != "device" and "{" in value:
+            raise ValueError(
+                f"{setting}[{key!r}]: with the local driver only 'device' names the volume; {value!r} must be the "
+                "same for every volume"
+            )
+    root, _ = split_device(device)
+    if not root.strip("/:"):
+        raise ValueError(
+            f"{setting}['device'] is {device!r}: the part before its first field must name the export's directory "
+            "(e.g. ':/exports/{volume}'), which the spawner mounts to make each volume's directory"
+        )
+
+
+def split_device(device: str) -> tuple[str, str]:
+    """``device`` (a template) as the fixed directory before its first field, and the rest (still a template):
+    ``":/exports/{user}/{volume}"`` -> ``(":/exports", "{user}/{volume}")``."""
+    parts = device.split("/")
+    first = next((i for i, part in enumerate(parts) if "{" in part), len(parts))
+    return "/".join(parts[:first]), "/".join(parts[first:])
+
+
+def export_root_options(driver_options: Mapping[str, str]) -> dict[str, str]:
+    """The local driver's options of the shared export's root: ``device`` cut before its first field."""
+    root, _ = split_device(driver_options["device"])
+    return {**driver_options, "device": root}
+
+
+def export_volume_name(prefix: str, root_options: Mapping[str, str]) -> str:
+    """The hub's volume of the export's root on a node. Named after the options: a node keeps a volume of a
+    name it knows with the options it was made with, so other options (another export) must get another name.
+    ``_`` after the prefix: no user's object is named so (theirs are ``<prefix>-<user>...``)."""
+    digest = hashlib.sha256(json.dumps(dict(sorted(root_options.items()))).encode()).hexdigest()[:8]
+    return names.fit_name(f"{prefix}_shared-export-{digest}")
+
+
+def directory_maker_spec(
+    *,
+    name: str,
+    image: str,
+    labels: Mapping[str, str],
+    export_volume: str,
+    export_labels: Mapping[str, str],
+    driver_options: Mapping[str, str],
+    directories: list[str],
+    placement: Placement,
+) -> dict[str, Any]:
+    """A one-shot service that makes the volumes' ``directories`` (relative to the export's root) on the shared
+    export. A node can make a directory there only by mounting the export itself: the volume ``export_volume``,
+    of the same driver options with the root as ``device``, which stays on the node for the next time (Swarm would
+    not remove an anonymous one with the task, and the manager cannot reach a node's volumes)."""
+    mount = {
+        "Type": "volume",
+        "Source": export_volume,
+        "Target": EXPORT_ROOT_MOUNT,
+        "VolumeOptions": {
+            "NoCopy": True,
+            "Labels": dict(export_labels),
+            "DriverConfig": {"Name": "local", "Options": export_root_options(driver_options)},
+        },
+    }
+    return {
+        "name": name,
+        "labels": dict(labels),
+        "mode": {"Replicated": {"Replicas": 1}},
+        "task_template": {
+            "ContainerSpec": {
+                "Image": image,
+                "Labels": dict(labels),
+                # root: the export's root is root's; Docker's first mount then gives each directory to the
+                # image's user (it copies the image's content and ownership into an empty volume)
+                "User": "0",
+                "Command": ["mkdir", "-p", "--", *(f"{EXPORT_ROOT_MOUNT}/{d}" for d in directories)],
+                "Mounts": [mount],
+            },
+            "RestartPolicy": {"Condition": "none"},
+            "Placement": placement.spec(),
+        },
+    }
+
+
 def restart_policy(restarts_on_failure: int) -> dict[str, Any]:
     """``none`` unless the plan lets the engine restart a crashed workload by itself (services, not notebooks:
     the hub decides whether a notebook runs)."""
@@ -133,7 +267,8 @@ def service_from_workload(
 ) -> dict[str, Any]:
     """The keyword arguments of docker-py's ``create_service`` for ``workload``: one replica, on its private
     overlay network by DNS round robin (no virtual IP: one task per service, and a kernel without IPVS cannot route
-    to a VIP), publishing no port. ``volume_labels`` gives each mounted volume's labels by name."""
+    to a VIP), publishing no port. ``volume_labels`` gives each mounted volume's labels by name; the driver options
+    are filled for each volume (:func:`render_driver_options`)."""
     w = workload
     container: dict[str, Any] = {
         "Image": w.image,
@@ -141,7 +276,12 @@ def service_from_workload(
         "Env": [f"{key}={value}" for key, value in w.environment.items()],
         "Mounts": [
             volume_mount(
-                m.source, m.target, m.read_only, volume_labels.get(m.source) or {}, volume_driver, volume_driver_options
+                m.source,
+                m.target,
+                m.read_only,
+                volume_labels.get(m.source) or {},
+                volume_driver,
+                render_driver_options(volume_driver_options or {}, volume_option_fields(m.source, w.labels)),
             )
             for m in w.mounts
         ],
@@ -323,7 +463,7 @@ class SwarmGateway(DockerGateway):
             response = self.client._post_json(url, params={"version": record["Version"]["Index"]}, data=spec)
             self.client._raise_for_status(response)
 
-        await self._call(f"recording the node of volume {spec['Name']}", update)
+        await self._call(f"updating the record of volume {spec['Name']}", update)
 
     async def remove_record(self, name_or_id: str) -> None:
         await self._call(
@@ -411,6 +551,12 @@ class SwarmEngine:
         """Volumes every node reaches (a driver, or the local driver's NFS options): nothing to pin."""
         return bool(self.volume_driver or self.volume_driver_options)
 
+    @property
+    def makes_directories(self) -> bool:
+        """The local driver's shared volumes are directories of an export (``device``) that must exist before a
+        node mounts one; another driver makes its volumes itself."""
+        return self.volume_driver in LOCAL_DRIVERS and "device" in self.volume_driver_options
+
     # -- networks -----------------------------------------------------------------------------------------------
 
     async def ensure_network(self, plan: NetworkPlan) -> bool:
@@ -495,6 +641,86 @@ class SwarmEngine:
             )
         return node_id
 
+    async def _make_shared_directories(self, workload: Workload, records: Mapping[str, dict[str, Any]]) -> bool:
+        """Make on the shared export the directory of each of the workload's volumes not made there yet (a volume's
+        record remembers its directory once made), with one short task on a node the workload may use: the hub
+        cannot reach the nodes' file systems, and a directory the export lacks fails the mount. True when it ran."""
+        if not self.makes_directories or not workload.mounts:
+            return False
+        _, relative = split_device(self.volume_driver_options["device"])
+        wanted: dict[str, str] = {}
+        for mount in workload.mounts:
+            fields = volume_option_fields(mount.source, workload.labels)
+            device = self.volume_driver_options["device"].format(**fields)
+            record_labels = (records.get(mount.source) or {}).get("Spec", {}).get("Labels") or {}
+            if record_labels.get(LABEL_SHARED_DIRECTORY) != device:
+                wanted[mount.source] = relative.format(**fields)
+        if not wanted:
+            return False
+        owner = names.owner_from_labels(workload.labels)
+        export_labels = {
+            names.LABEL_MANAGED: "true",
+            names.LABEL_HUB: owner.hub,
+            names.LABEL_ROLE: names.ROLE_SHARED_EXPORT,
+        }
+        # "_-" never occurs in a name the default templates give (slugs and service keys hold no "_"), so this
+        # one-shot service never meets a user's notebook or service
+        spec = directory_maker_spec(
+            name=names.fit_name(f"{workload.name}_-mkdir"),
+            image=workload.image,
+            labels=owner.labels(names.ROLE_JOB),
+            export_volume=export_volume_name(owner.hub, export_root_options(self.volume_driver_options)),
+            export_labels=export_labels,
+            driver_options=self.volume_driver_options,
+            directories=sorted(set(wanted.values())),
+            placement=Placement(self.placement.constraints, self.placement.preferences),
+        )
+        await self._run_once(spec, what=f"making the directories of {', '.join(sorted(wanted))} on the export")
+        for name in records:
+            if name in wanted:
+                device = self.volume_driver_options["device"].format(**volume_option_fields(name, workload.labels))
+                await self._add_record_label(name, LABEL_SHARED_DIRECTORY, device)
+        return True
+
+    async def _add_record_label(self, name: str, key: str, value: str) -> None:
+        """Set one label of a volume's record, read afresh: another server of the same user (sharing its home) may
+        have changed the record meanwhile, and Swarm refuses an update of an older version."""
+        for attempt in range(3):
+            record = await self.gateway.inspect_record(name)
+            if record is None or (record["Spec"].get("Labels") or {}).get(key) == value:
+                return
+            try:
+                await self.gateway.update_record_labels(record, {**(record["Spec"].get("Labels") or {}), key: value})
+                return
+            except DockerGatewayError:
+                if attempt == 2:
+                    raise
+
+    async def _run_once(self, spec: dict[str, Any], what: str) -> None:
+        """Run a one-shot service to its end and remove it; raise, with Swarm's reason and its output, unless it
+        completed."""
+        name = spec["name"]
+        leftover = await self.gateway.inspect_service(name)
+        if leftover is not None:  # left by a hub that died while it ran
+            if not self.claims(leftover["Spec"]):
+                raise DockerGatewayError(f"{what}: the service name {name} is taken by a service that is not ours")
+            await self._remove_and_wait(leftover["ID"])
+        service_id = await self.gateway.create_service(spec)
+        try:
+            deadline = time.monotonic() + self.assign_timeout + self.stop_timeout + 30
+            while True:
+                task = latest_task(await self.gateway.tasks_of(service_id))
+                state = task_state(task) if task is not None else ""
+                if state == "complete":
+                    return
+                failure = task_failure(task) if task is not None else ""
+                if failure or time.monotonic() > deadline:
+                    output = (await self.gateway.service_logs_tail(service_id, 20)).strip() or "(no output)"
+                    raise DockerGatewayError(f"{what} failed: {failure or 'it did not end in time'}; output: {output}")
+                await asyncio.sleep(TASK_CHECK_INTERVAL)
+        finally:
+            await self._remove_and_wait(service_id)
+
     async def _remember_node(self, records: Mapping[str, dict[str, Any]], task: dict[str, Any]) -> None:
         """Pin each volume that was not yet to the node its first task landed on."""
         if self.shared_volumes:
@@ -525,6 +751,8 @@ class SwarmEngine:
             await self._remove_and_wait(existing["ID"])
         records = await self._records(workload)
         pinned = await self._pinned_node(workload, records)
+        if await self._make_shared_directories(workload, records):
+            records = await self._records(workload)  # their labels (and versions) changed
         network = await self.gateway.inspect_network(workload.network)
         if network is None:
             raise DockerGatewayError(f"network {workload.network} of {workload.name} is missing")

@@ -25,6 +25,7 @@ from .swarm import (
     SwarmEngine,
     SwarmGateway,
     WorkloadNotRunning,
+    check_volume_driver_options,
     latest_task,
     node_name,
     task_failure,
@@ -75,16 +76,19 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
 
     volume_driver = Unicode(
         "",
-        help="""Volume driver of users' volumes on the nodes. Empty: the local driver. Setting it (or
-        ``volume_driver_options``) declares the volumes shared: a user may then start on any node instead of the
-        one that holds their files.""",
+        help="""Volume driver of users' volumes (homes and services' data) on the nodes. Empty: the local driver.
+        Setting it (or ``volume_driver_options``) declares the volumes shared: a user may then start on any node
+        instead of the one that holds their files.""",
     ).tag(config=True)
 
     volume_driver_options = Dict(
         value_trait=Unicode(),
         default_value={},
-        help="""Options of the volume driver, passed through to every node, e.g. the local driver's NFS options
-        ``{"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/export/home"}``. Declares the volumes shared.""",
+        help="""Options of the volume driver for each of a user's volumes (home and services' data), e.g. the
+        local driver's NFS options ``{"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports/{volume}"}``.
+        Values may use ``{volume}`` (the volume's name), ``{user}`` and ``{prefix}``. With the local driver,
+        ``device`` must contain ``{volume}``; the directory below the part before the first field is made on first
+        use. Declares the volumes shared. Checked when the hub starts.""",
     ).tag(config=True)
 
     swarm_assign_timeout = Float(
@@ -117,6 +121,9 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
                 "c.MultiUserSwarmSpawner.remove must stay True: a Swarm service cannot be kept stopped, and files "
                 "live on the volumes"
             )
+        check_volume_driver_options(
+            self.volume_driver, self.volume_driver_options, "c.MultiUserSwarmSpawner.volume_driver_options"
+        )
 
     # -- names: Swarm refuses '.' ---------------------------------------------------------------------------------
 

@@ -15,12 +15,18 @@ from multiuser_spawner.plan import Mount, NetworkPlan, Resources, Security, Work
 from multiuser_spawner.swarm import (
     Placement,
     SwarmGateway,
+    directory_maker_spec,
+    export_root_options,
+    export_volume_name,
     node_unavailable,
     overlay_network_config,
+    render_driver_options,
     service_from_workload,
+    split_device,
     task_address,
     task_failure,
     volume_labels_of_record,
+    volume_option_fields,
 )
 from multiuser_spawner.swarm_jobs import Job, job_service_spec, volume_removal_job
 
@@ -96,7 +102,7 @@ def test_a_notebook_is_never_restarted_by_swarm_and_shared_volumes_carry_their_d
         environment={},
         labels=LABELS,
         network="jh-ada_net",
-        mounts=(Mount("jh-ada_home", "/home/jovyan"),),
+        mounts=(Mount("jh-ada_home", "/home/jovyan"), Mount("jh-ada_data", "/data", read_only=True)),
         security=Security(pids_limit=None),
         engine_extras={EXTRA_CREATE: {"user": "1000:100", "working_dir": "/tmp"}},
     )
@@ -107,7 +113,7 @@ def test_a_notebook_is_never_restarted_by_swarm_and_shared_volumes_carry_their_d
         volume_labels={},
         stop_grace_seconds=3,
         volume_driver="",
-        volume_driver_options={"type": "nfs", "o": "addr=10.0.0.5", "device": ":/export"},
+        volume_driver_options={"type": "nfs", "o": "addr=10.0.0.5", "device": ":/exports/{volume}"},
     )
     template = spec["task_template"]
     assert template["RestartPolicy"] == {"Condition": "none"}
@@ -117,10 +123,17 @@ def test_a_notebook_is_never_restarted_by_swarm_and_shared_volumes_carry_their_d
     container = template["ContainerSpec"]
     assert container["User"] == "1000:100"
     assert "Args" not in container and "Hostname" not in container
-    assert container["Mounts"][0]["VolumeOptions"] == {
-        "Labels": {},
-        "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=10.0.0.5", "device": ":/export"}},
-    }
+    # each volume is its own directory of the export
+    assert [m["VolumeOptions"] for m in container["Mounts"]] == [
+        {
+            "Labels": {},
+            "DriverConfig": {
+                "Name": "local",
+                "Options": {"type": "nfs", "o": "addr=10.0.0.5", "device": f":/exports/{volume}"},
+            },
+        }
+        for volume in ("jh-ada_home", "jh-ada_data")
+    ]
 
 
 def test_the_overlay_is_attachable_and_encrypted_on_request():
@@ -278,3 +291,123 @@ def test_a_volume_is_removed_only_with_the_users_identity_or_without_one_their_n
         "org.multiuser-spawner.hub": "jh",
         "org.multiuser-spawner.user": "ada",
     }
+
+
+# -- shared volumes -------------------------------------------------------------------------------------------------
+
+OWNER_LABELS = {"org.multiuser-spawner.user": "Ada.Lovelace@example.org", "org.multiuser-spawner.hub": "jh"}
+
+
+def test_driver_options_name_the_volume_its_user_and_the_hub():
+    fields = volume_option_fields("jh-ada_home", OWNER_LABELS)
+    assert fields == {"volume": "jh-ada_home", "user": names.safe_slug("Ada.Lovelace@example.org", 24), "prefix": "jh"}
+    options = {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports/{prefix}/{user}/{volume}"}
+    assert render_driver_options(options, fields) == {
+        "type": "nfs",
+        "o": "addr=10.0.0.5,rw",
+        "device": f":/exports/jh/{fields['user']}/jh-ada_home",
+    }
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [
+        (":/exports/{volume}", (":/exports", "{volume}")),
+        ("/srv/shared/t1/{user}/{volume}", ("/srv/shared/t1", "{user}/{volume}")),
+        ("/srv/home-{volume}/data", ("/srv", "home-{volume}/data")),
+    ],
+)
+def test_a_device_splits_into_the_exports_root_and_each_volumes_directory(device, expected):
+    assert split_device(device) == expected
+
+
+@pytest.mark.parametrize(
+    "driver, options, message",
+    [
+        ("", {"device": ":/exports/{username}"}, r"\['device'\]: cannot fill .*\{volume\}, \{user\}, \{prefix\}"),
+        ("", {"type": "nfs", "device": ":/exports/home"}, r"\['device'\] is ':/exports/home'.*must contain \{volume\}"),
+        ("local", {"type": "none", "o": "bind"}, r"must contain \{volume\}"),
+        ("", {"type": "nfs", "o": "addr={user}.nfs", "device": ":/x/{volume}"}, r"\['o'\]: .*only 'device'"),
+        ("", {"type": "none", "o": "bind", "device": "/{volume}"}, r"must name the export's directory"),
+        ("rexray", {"size": "{nope}"}, r"\['size'\]: cannot fill"),
+    ],
+)
+def test_driver_options_that_cannot_name_each_volume_stop_the_hub_naming_the_setting(driver, options, message):
+    config = Config()
+    config.JupyterHub.spawner_class = "multiuser-swarm"
+    config.MultiUserSwarmSpawner.volume_driver = driver
+    config.MultiUserSwarmSpawner.volume_driver_options = options
+    with pytest.raises(ValueError, match=r"c\.MultiUserSwarmSpawner\.volume_driver_options.*" + message):
+        validate_config(config)
+
+
+def test_a_plugin_driver_or_a_volume_named_device_is_accepted():
+    for driver, options in [
+        ("rexray", {"size": "10"}),  # a plugin makes each named volume itself
+        ("", {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports/{prefix}/{user}/{volume}"}),
+    ]:
+        config = Config()
+        config.JupyterHub.spawner_class = "multiuser-swarm"
+        config.MultiUserSwarmSpawner.volume_driver = driver
+        config.MultiUserSwarmSpawner.volume_driver_options = options
+        validate_config(config)
+
+
+def test_the_directory_maker_mounts_the_exports_root_and_makes_each_volumes_directory_as_root():
+    spec = directory_maker_spec(
+        name="jh-ada_-mkdir",
+        image="nb",
+        labels=LABELS,
+        export_volume="jh_shared-export-1234abcd",
+        export_labels={"org.multiuser-spawner.role": "shared-export"},
+        driver_options={"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports/{user}/{volume}"},
+        directories=["ada/jh-ada_home", "ada/jh-ada_db"],
+        placement=Placement(constraints=("node.labels.nfs==yes",)),
+    )
+    assert spec == {
+        "name": "jh-ada_-mkdir",
+        "labels": LABELS,
+        "mode": {"Replicated": {"Replicas": 1}},
+        "task_template": {
+            "ContainerSpec": {
+                "Image": "nb",
+                "Labels": LABELS,
+                "User": "0",
+                "Command": [
+                    "mkdir",
+                    "-p",
+                    "--",
+                    "/mnt/multiuser-spawner-export/ada/jh-ada_home",
+                    "/mnt/multiuser-spawner-export/ada/jh-ada_db",
+                ],
+                "Mounts": [
+                    {
+                        "Type": "volume",
+                        "Source": "jh_shared-export-1234abcd",
+                        "Target": "/mnt/multiuser-spawner-export",
+                        "VolumeOptions": {
+                            "NoCopy": True,
+                            "Labels": {"org.multiuser-spawner.role": "shared-export"},
+                            "DriverConfig": {
+                                "Name": "local",
+                                "Options": {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports"},
+                            },
+                        },
+                    }
+                ],
+            },
+            "RestartPolicy": {"Condition": "none"},
+            "Placement": {"Constraints": ["node.labels.nfs==yes"]},
+        },
+    }
+
+
+def test_the_exports_root_volume_is_the_hubs_and_changes_name_with_the_export():
+    nfs = {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports/{volume}"}
+    root = export_root_options(nfs)
+    assert root == {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports"}
+    name = export_volume_name("jh", root)
+    assert name.startswith("jh_shared-export-") and names.is_valid_docker_name(name)
+    assert export_volume_name("jh", root) == name
+    assert export_volume_name("jh", {**root, "device": ":/exports2"}) != name
+    assert export_volume_name("jh2", root) != name
