@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -187,8 +191,9 @@ def remove_swarm_objects(cluster: Swarm, prefix: str) -> None:
             api.remove_config(config["ID"])
     for node in cluster.nodes():
         for _ in range(60):  # the tasks' containers leave a moment after their services
-            found = cluster.engine_run(node["ID"], ["volume", "ls", "-q", "--filter", f"name={prefix}-"])
-            listed = found.stdout.split()
+            # the users' volumes (prefix-...) and the hub's volume of a shared export's root (prefix_...)
+            found = cluster.engine_run(node["ID"], ["volume", "ls", "-q", "--filter", f"name={prefix}"])
+            listed = [v for v in found.stdout.split() if v.startswith((f"{prefix}-", f"{prefix}_"))]
             if not listed:
                 break
             if cluster.engine_run(node["ID"], ["volume", "rm", "-f", *listed]).returncode == 0:
@@ -512,3 +517,57 @@ def test_a_user_whose_notebook_on_a_worker_ran_out_of_memory_is_told_so(hub, clu
     hub.stop_server("kim")
     # the node was asked by a job of the hub's, which is gone
     assert [s for s in cluster.api.services() if s["Spec"]["Name"].startswith(f"{hub.prefix}-oom-")] == []
+
+
+# -- shared volumes -------------------------------------------------------------------------------------------------
+
+#: the host directory every node of the test swarm mounts at the same path (`scripts/swarm`), as every host of a real
+#: swarm mounts the same NFS export
+SHARED_DIRECTORY = Path(os.environ.get("MUS_SWARM_SHARED", "/srv/mus-swarm-shared"))
+
+
+@pytest.fixture
+def export(cluster) -> Iterator[Path]:
+    """A directory of this test's own on the shared directory: the export's root, which an admin prepares."""
+    root = SHARED_DIRECTORY / f"test-{new_prefix()}"
+    root.mkdir(parents=True)
+    yield root
+    shutil.rmtree(root)
+
+
+def set_availability(cluster: Swarm, node_id: str, availability: str) -> None:
+    node = cluster.api.inspect_node(node_id)
+    cluster.api.update_node(node_id, node["Version"]["Index"], {**node["Spec"], "Availability": availability})
+
+
+def test_with_shared_volumes_a_drained_nodes_user_starts_elsewhere_with_their_file_and_rows(
+    swarm_hubs, cluster, workers, export
+):
+    options = {"type": "none", "o": "bind", "device": f"{export}/{{volume}}"}
+    hub = swarm_hubs.make({"sal": ["workers"]}, f"c.MultiUserSwarmSpawner.volume_driver_options = {options!r}\n")
+    hub.start_server("sal")
+    name = notebook_service(hub, "sal")
+    assert cluster.exec_in_service(name, "echo 'my essay' > ~/essay.txt && id -u") == (0, "1000\n")
+    assert run_sql(cluster, name, PSQL_WRITE) == (0, "done\n")
+    # each volume is a directory of its own on the export, the home the notebook user's
+    home = export / f"{hub.prefix}-sal_home"
+    assert (home / "essay.txt").read_text() == "my essay\n"
+    assert home.stat().st_uid == 1000
+    assert (export / f"{hub.prefix}-sal_db" / "PG_VERSION").is_file()
+    # not pinned to a node; the record remembers the directory was made
+    (record,) = [c for c in cluster.api.configs() if c["Spec"]["Name"] == f"{hub.prefix}-sal_home"]
+    assert LABEL_NODE not in record["Spec"]["Labels"]
+    assert record["Spec"]["Labels"]["org.multiuser-spawner.shared-directory"] == str(home)
+    first_node = cluster.task(name)["NodeID"]
+    assert first_node in workers  # sal's tier is placed on workers: the manager is never drained here
+    hub.stop_server("sal")
+    set_availability(cluster, first_node, "drain")
+    try:
+        hub.start_server("sal")
+        assert cluster.task(name)["NodeID"] != first_node
+        assert cluster.task(f"{hub.prefix}-sal_db")["NodeID"] != first_node
+        assert cluster.exec_in_service(name, "cat ~/essay.txt") == (0, "my essay\n")
+        assert run_sql(cluster, name, "SELECT body FROM notes") == (0, "[('kept in postgres',)]\n")
+        hub.stop_server("sal")
+    finally:
+        set_availability(cluster, first_node, "active")
