@@ -182,7 +182,7 @@ def export_volume_name(prefix: str, root_options: Mapping[str, str]) -> str:
     return names.fit_name(f"{prefix}_shared-export-{digest}")
 
 
-def directory_maker_spec(
+def directory_maker_job(
     *,
     name: str,
     image: str,
@@ -192,11 +192,13 @@ def directory_maker_spec(
     driver_options: Mapping[str, str],
     directories: list[str],
     placement: Placement,
-) -> dict[str, Any]:
-    """A one-shot service that makes the volumes' ``directories`` (relative to the export's root) on the shared
-    export. A node can make a directory there only by mounting the export itself: the volume ``export_volume``,
-    of the same driver options with the root as ``device``, which stays on the node for the next time (Swarm would
-    not remove an anonymous one with the task, and the manager cannot reach a node's volumes)."""
+) -> Job:
+    """A job that makes the volumes' ``directories`` (relative to the export's root) on the shared export. A node
+    can make a directory there only by mounting the export itself: the volume ``export_volume``, of the same driver
+    options with the root as ``device``, which stays on the node for the next time (Swarm would not remove an
+    anonymous one with the task, and the manager cannot reach a node's volumes). It runs as root: the export's root
+    is root's; Docker's first mount then gives each directory to the image's user (it copies the image's content
+    and ownership into an empty volume)."""
     mount = {
         "Type": "volume",
         "Source": export_volume,
@@ -207,24 +209,14 @@ def directory_maker_spec(
             "DriverConfig": {"Name": "local", "Options": export_root_options(driver_options)},
         },
     }
-    return {
-        "name": name,
-        "labels": dict(labels),
-        "mode": {"Replicated": {"Replicas": 1}},
-        "task_template": {
-            "ContainerSpec": {
-                "Image": image,
-                "Labels": dict(labels),
-                # root: the export's root is root's; Docker's first mount then gives each directory to the
-                # image's user (it copies the image's content and ownership into an empty volume)
-                "User": "0",
-                "Command": ["mkdir", "-p", "--", *(f"{EXPORT_ROOT_MOUNT}/{d}" for d in directories)],
-                "Mounts": [mount],
-            },
-            "RestartPolicy": {"Condition": "none"},
-            "Placement": placement.spec(),
-        },
-    }
+    return Job(
+        name=name,
+        image=image,
+        command=("mkdir", "-p", "--", *(f"{EXPORT_ROOT_MOUNT}/{d}" for d in directories)),
+        labels=labels,
+        placement=placement,
+        mounts=(mount,),
+    )
 
 
 def restart_policy(restarts_on_failure: int) -> dict[str, Any]:
@@ -253,6 +245,41 @@ class Placement:
         if self.preferences:
             placement["Preferences"] = [dict(p) for p in self.preferences]
         return placement
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command to run once, as root, where ``placement`` allows: what the hub must do on a node it cannot reach
+    (a node's volumes and containers live in that node's engine)."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    labels: Mapping[str, str]
+    placement: Placement
+    mounts: tuple[Mapping[str, Any], ...] = ()
+
+
+def job_service_spec(job: Job) -> dict[str, Any]:
+    """The Engine API's service spec of a job: one task, never restarted."""
+    container: dict[str, Any] = {
+        "Image": job.image,
+        "Command": list(job.command),
+        "User": "0",
+        "Labels": dict(job.labels),
+    }
+    if job.mounts:
+        container["Mounts"] = [dict(m) for m in job.mounts]
+    return {
+        "name": job.name,
+        "labels": dict(job.labels),
+        "task_template": {
+            "ContainerSpec": container,
+            "RestartPolicy": {"Condition": "none"},
+            "Placement": job.placement.spec(),
+        },
+        "mode": {"Replicated": {"Replicas": 1}},
+    }
 
 
 def service_from_workload(
@@ -477,6 +504,40 @@ class SwarmGateway(DockerGateway):
         return await self._call("listing services", self.client.services, filters={"label": label_filters})
 
 
+async def run_job(gateway: SwarmGateway, job: Job, timeout: float) -> tuple[int, str]:
+    """Run the job to its end; its exit code and output. Its service is removed afterwards, whatever happened;
+    one of the hub's own left under the job's name (by a hub that stopped while it ran) is replaced."""
+    left = await gateway.inspect_service(job.name)
+    if left is not None:
+        labels = left["Spec"].get("Labels") or {}
+        if labels.get(names.LABEL_ROLE) != names.ROLE_JOB or labels.get(names.LABEL_HUB) != job.labels.get(
+            names.LABEL_HUB
+        ):
+            raise DockerGatewayError(f"the service name {job.name} is taken by a service that is not this hub's job")
+        await gateway.remove_service(left["ID"])
+    service_id = await gateway.create_service(job_service_spec(job))
+    try:
+        task = await _job_ended(gateway, job, service_id, timeout)
+        status = task.get("Status") or {}
+        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        output = await gateway.service_logs_tail(service_id, 20)
+        if exit_code is None:
+            raise DockerGatewayError(f"{job.name} did not run: {status.get('Err') or task_state(task)}")
+        return int(exit_code), output
+    finally:
+        await gateway.remove_service(service_id)
+
+
+async def _job_ended(gateway: SwarmGateway, job: Job, service_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = latest_task(await gateway.tasks_of(service_id))
+        if task is not None and task_state(task) in ENDED_STATES:
+            return task
+        await asyncio.sleep(TASK_CHECK_INTERVAL)
+    raise DockerGatewayError(f"{job.name} had not ended after {timeout:g} s")
+
+
 class TaskView:
     """The project's tasks (and the nodes) as of one list request each, refreshed when older than ``max_age``:
     every server's ``poll()`` reads the same snapshot."""
@@ -665,7 +726,7 @@ class SwarmEngine:
         }
         # "_-" never occurs in a name the default templates give (slugs and service keys hold no "_"), so this
         # one-shot service never meets a user's notebook or service
-        spec = directory_maker_spec(
+        job = directory_maker_job(
             name=names.fit_name(f"{workload.name}_-mkdir"),
             image=workload.image,
             labels=owner.labels(names.ROLE_JOB),
@@ -675,7 +736,10 @@ class SwarmEngine:
             directories=sorted(set(wanted.values())),
             placement=Placement(self.placement.constraints, self.placement.preferences),
         )
-        await self._run_once(spec, what=f"making the directories of {', '.join(sorted(wanted))} on the export")
+        what = f"making the directories of {', '.join(sorted(wanted))} on the export"
+        exit_code, output = await run_job(self.gateway, job, self.assign_timeout + self.stop_timeout + 30)
+        if exit_code != 0:
+            raise DockerGatewayError(f"{what} failed: exit code {exit_code}; output: {output.strip() or '(no output)'}")
         for name in records:
             if name in wanted:
                 device = self.volume_driver_options["device"].format(**volume_option_fields(name, workload.labels))
@@ -695,31 +759,6 @@ class SwarmEngine:
             except DockerGatewayError:
                 if attempt == 2:
                     raise
-
-    async def _run_once(self, spec: dict[str, Any], what: str) -> None:
-        """Run a one-shot service to its end and remove it; raise, with Swarm's reason and its output, unless it
-        completed."""
-        name = spec["name"]
-        leftover = await self.gateway.inspect_service(name)
-        if leftover is not None:  # left by a hub that died while it ran
-            if not self.claims(leftover["Spec"]):
-                raise DockerGatewayError(f"{what}: the service name {name} is taken by a service that is not ours")
-            await self._remove_and_wait(leftover["ID"])
-        service_id = await self.gateway.create_service(spec)
-        try:
-            deadline = time.monotonic() + self.assign_timeout + self.stop_timeout + 30
-            while True:
-                task = latest_task(await self.gateway.tasks_of(service_id))
-                state = task_state(task) if task is not None else ""
-                if state == "complete":
-                    return
-                failure = task_failure(task) if task is not None else ""
-                if failure or time.monotonic() > deadline:
-                    output = (await self.gateway.service_logs_tail(service_id, 20)).strip() or "(no output)"
-                    raise DockerGatewayError(f"{what} failed: {failure or 'it did not end in time'}; output: {output}")
-                await asyncio.sleep(TASK_CHECK_INTERVAL)
-        finally:
-            await self._remove_and_wait(service_id)
 
     async def _remember_node(self, records: Mapping[str, dict[str, Any]], task: dict[str, Any]) -> None:
         """Pin each volume that was not yet to the node its first task landed on."""

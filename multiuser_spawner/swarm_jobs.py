@@ -4,91 +4,25 @@ A manager sees services, tasks and nodes, but not a node's own volumes: those li
 hub must do there (remove a deleted user's volumes) it does with a short Swarm task pinned to the node, which talks
 to that node's engine through its socket and is removed once it has ended.
 
-The job's service spec is a pure builder (tested against a literal dict); :func:`run_job` is the side effect.
+The job itself (:class:`.swarm.Job`, its spec and :func:`.swarm.run_job`) is in :mod:`.swarm`, which makes shared
+storage's directories with one too; here are the jobs that need a node's engine, and their scripts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from . import names
-from .docker_gateway import DockerGatewayError
-from .swarm import ENDED_STATES, SwarmGateway, latest_task, task_state
+from .swarm import Job, Placement, job_service_spec, run_job
 
 #: where a node's engine listens, as seen from a task on that node
 NODE_DOCKER_SOCKET = "/var/run/docker.sock"
-JOB_CHECK_INTERVAL = 0.25
+#: a job's way to its node's engine; a bind mount is right here, unlike for users' files: the path names the same
+#: thing on every node
+DOCKER_SOCKET_MOUNT = {"Type": "bind", "Source": NODE_DOCKER_SOCKET, "Target": NODE_DOCKER_SOCKET}
 
-
-@dataclass(frozen=True)
-class Job:
-    """A command to run once, as root, on one node, with that node's Docker socket when ``needs_docker``."""
-
-    name: str
-    image: str
-    command: Sequence[str]
-    node_id: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    needs_docker: bool = False
-
-
-def job_service_spec(job: Job) -> dict[str, Any]:
-    """The Engine API's service spec of a job: one task, never restarted, pinned to its node."""
-    container: dict[str, Any] = {
-        "Image": job.image,
-        "Command": list(job.command),
-        "User": "0",
-        "Labels": dict(job.labels),
-    }
-    if job.needs_docker:
-        # a bind mount is right here, unlike for users' files: it names the same thing on every node
-        container["Mounts"] = [{"Type": "bind", "Source": NODE_DOCKER_SOCKET, "Target": NODE_DOCKER_SOCKET}]
-    return {
-        "name": job.name,
-        "labels": dict(job.labels),
-        "task_template": {
-            "ContainerSpec": container,
-            "RestartPolicy": {"Condition": "none"},
-            "Placement": {"Constraints": [f"node.id=={job.node_id}"]},
-        },
-        "mode": {"Replicated": {"Replicas": 1}},
-    }
-
-
-async def run_job(gateway: SwarmGateway, job: Job, timeout: float) -> tuple[int, str]:
-    """Run the job; its exit code and output. Its service is removed afterwards, whatever happened."""
-    left = await gateway.inspect_service(job.name)
-    if left is not None and (left["Spec"].get("Labels") or {}).get(names.LABEL_ROLE) == names.ROLE_JOB:
-        await gateway.remove_service(left["ID"])  # the same job, left by a hub that stopped while it ran
-    service_id = await gateway.create_service(job_service_spec(job))
-    try:
-        task = await _wait_until_ended(gateway, job, service_id, timeout)
-        status = task.get("Status") or {}
-        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
-        output = await gateway.service_logs_tail(service_id, 20)
-        if exit_code is None:
-            raise DockerGatewayError(
-                f"{job.name} on node {job.node_id} did not run: {status.get('Err') or task_state(task)}"
-            )
-        return int(exit_code), output
-    finally:
-        await gateway.remove_service(service_id)
-
-
-async def _wait_until_ended(gateway: SwarmGateway, job: Job, service_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = latest_task(await gateway.tasks_of(service_id))
-        if task is not None and task_state(task) in ENDED_STATES:
-            return task
-        await asyncio.sleep(JOB_CHECK_INTERVAL)
-    raise DockerGatewayError(f"{job.name} on node {job.node_id} had not ended after {timeout:g} s")
+__all__ = ["Job", "job_service_spec", "oom_check_job", "run_job", "volume_removal_job"]
 
 
 # -- removing a volume on its node ----------------------------------------------------------------------------------
@@ -171,10 +105,10 @@ def oom_check_job(container_id: str, node_id: str, image: str, owner: names.Owne
     return Job(
         name=_job_name(owner.hub, "oom", container_id),
         image=image,
-        command=["python3", "-c", OOM_CHECK_SCRIPT, container_id, NODE_DOCKER_SOCKET],
-        node_id=node_id,
+        command=("python3", "-c", OOM_CHECK_SCRIPT, container_id, NODE_DOCKER_SOCKET),
         labels=owner.labels(names.ROLE_JOB),
-        needs_docker=True,
+        placement=Placement(pinned_node=node_id),
+        mounts=(DOCKER_SOCKET_MOUNT,),
     )
 
 
@@ -190,15 +124,15 @@ def volume_removal_job(volume: str, node_id: str, image: str, owner: names.Owner
     return Job(
         name=_job_name(owner.hub, "rm", volume),
         image=image,
-        command=[
+        command=(
             "python3",
             "-c",
             REMOVE_VOLUME_SCRIPT,
             volume,
             json.dumps(expected, sort_keys=True),
             NODE_DOCKER_SOCKET,
-        ],
-        node_id=node_id,
+        ),
         labels=owner.labels(names.ROLE_JOB),
-        needs_docker=True,
+        placement=Placement(pinned_node=node_id),
+        mounts=(DOCKER_SOCKET_MOUNT,),
     )

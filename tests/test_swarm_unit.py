@@ -13,11 +13,13 @@ from multiuser_spawner.container_spec import EXTRA_CREATE
 from multiuser_spawner.docker_gateway import DockerGatewayError
 from multiuser_spawner.plan import Mount, NetworkPlan, Resources, Security, Workload
 from multiuser_spawner.swarm import (
+    Job,
     Placement,
     SwarmGateway,
-    directory_maker_spec,
+    directory_maker_job,
     export_root_options,
     export_volume_name,
+    job_service_spec,
     node_unavailable,
     overlay_network_config,
     render_driver_options,
@@ -28,7 +30,7 @@ from multiuser_spawner.swarm import (
     volume_labels_of_record,
     volume_option_fields,
 )
-from multiuser_spawner.swarm_jobs import Job, job_service_spec, volume_removal_job
+from multiuser_spawner.swarm_jobs import DOCKER_SOCKET_MOUNT, oom_check_job, volume_removal_job
 
 LABELS = {"org.multiuser-spawner.managed": "true", "org.multiuser-spawner.role": "service"}
 
@@ -253,24 +255,35 @@ async def test_a_swarm_call_that_fails_says_what_it_was_doing(tmp_path, call, ac
         await call(gone)
 
 
-def test_a_job_is_one_task_on_its_node_never_restarted_with_the_nodes_docker_socket_when_it_needs_it():
-    job = Job(name="jh-rm-1", image="img", command=["true"], node_id="n1", labels=LABELS, needs_docker=True)
+def test_a_job_is_one_task_never_restarted_where_its_placement_allows_with_its_mounts():
+    socket = {"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/var/run/docker.sock"}
+    job = Job(
+        name="jh-rm-1",
+        image="img",
+        command=("true",),
+        labels=LABELS,
+        placement=Placement(pinned_node="n1"),
+        mounts=(socket,),
+    )
     assert job_service_spec(job) == {
         "name": "jh-rm-1",
         "labels": LABELS,
         "task_template": {
-            "ContainerSpec": {
-                "Image": "img",
-                "Command": ["true"],
-                "User": "0",
-                "Labels": LABELS,
-                "Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/var/run/docker.sock"}],
-            },
+            "ContainerSpec": {"Image": "img", "Command": ["true"], "User": "0", "Labels": LABELS, "Mounts": [socket]},
             "RestartPolicy": {"Condition": "none"},
             "Placement": {"Constraints": ["node.id==n1"]},
         },
         "mode": {"Replicated": {"Replicas": 1}},
     }
+
+
+def test_the_jobs_that_need_a_nodes_engine_run_on_that_node_with_its_socket():
+    owner = names.Owner(hub="jh", user="ada", user_id="7")
+    for job in (volume_removal_job("jh-ada_home", "n1", "img", owner), oom_check_job("c0ffee", "n1", "img", owner)):
+        assert job.placement == Placement(pinned_node="n1")
+        assert job.mounts == (DOCKER_SOCKET_MOUNT,)
+        assert job.labels["org.multiuser-spawner.role"] == "job"
+        assert job.name.startswith("jh-") and "." not in job.name
 
 
 def test_a_volume_is_removed_only_with_the_users_identity_or_without_one_their_name():
@@ -354,15 +367,17 @@ def test_a_plugin_driver_or_a_volume_named_device_is_accepted():
 
 
 def test_the_directory_maker_mounts_the_exports_root_and_makes_each_volumes_directory_as_root():
-    spec = directory_maker_spec(
-        name="jh-ada_-mkdir",
-        image="nb",
-        labels=LABELS,
-        export_volume="jh_shared-export-1234abcd",
-        export_labels={"org.multiuser-spawner.role": "shared-export"},
-        driver_options={"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports/{user}/{volume}"},
-        directories=["ada/jh-ada_home", "ada/jh-ada_db"],
-        placement=Placement(constraints=("node.labels.nfs==yes",)),
+    spec = job_service_spec(
+        directory_maker_job(
+            name="jh-ada_-mkdir",
+            image="nb",
+            labels=LABELS,
+            export_volume="jh_shared-export-1234abcd",
+            export_labels={"org.multiuser-spawner.role": "shared-export"},
+            driver_options={"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/exports/{user}/{volume}"},
+            directories=["ada/jh-ada_home", "ada/jh-ada_db"],
+            placement=Placement(constraints=("node.labels.nfs==yes",)),
+        )
     )
     assert spec == {
         "name": "jh-ada_-mkdir",
