@@ -3,6 +3,10 @@
 - ``ls``: the project's containers, networks and volumes per user and server, with volume sizes;
 - ``gc``: remove what no running server needs (a dry run unless ``--yes``);
 - ``doctor``: check that the Docker host can run the spawner;
+
+On a hub whose spawner is the Swarm spawner (its config's ``c.JupyterHub.spawner_class``, or ``--swarm``) ``ls``,
+``gc`` and ``doctor`` talk to a swarm manager about services, overlays and the volumes on each node
+(:mod:`.swarm_inventory`, :mod:`.swarm_doctor`).
 - ``prepare``: make a class's volumes before its first spawn;
 - ``top``: live CPU, memory and volume use per user and server (in :mod:`.top`).
 
@@ -24,8 +28,21 @@ from typing import Any, TextIO
 
 from traitlets.config import Config, PyFileConfigLoader
 
-from . import cleanup, doctor, hub_api, inventory, names, prepare, services, stop_notes, top
+from . import (
+    cleanup,
+    doctor,
+    hub_api,
+    inventory,
+    names,
+    prepare,
+    services,
+    stop_notes,
+    swarm_doctor,
+    swarm_inventory,
+    top,
+)
 from .docker_gateway import DockerGateway, DockerGatewayError
+from .swarm import SwarmGateway
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1  # a check failed, or something could not be removed
@@ -51,6 +68,12 @@ class HubSettings:
     #: each configured service's key -> its image (the deprecated database_enabled's ``db`` included)
     service_images: dict[str, str]
     hub_container: str
+    #: the hub's spawner is the Swarm spawner: its objects are services, overlays and volumes on several nodes
+    swarm: bool = False
+    #: the hub's URL as servers reach it (``c.Spawner.hub_connect_url``); "" when not configured
+    hub_connect_url: str = ""
+    #: the hub's API port (``c.JupyterHub.hub_port``)
+    hub_port: int = 8081
 
 
 def load_config(path: str) -> Config:
@@ -64,31 +87,41 @@ def load_config(path: str) -> Config:
         raise CLIError(f"cannot load config file {path}: {e}") from e
 
 
-def configured(config: Config, trait: str, default: Any) -> Any:
-    """The value ``config`` gives MultiUserSpawner's ``trait``: the most derived class's section wins, as in
-    traitlets (so ``c.MultiUserSpawner.image`` beats ``c.DockerSpawner.image``). No spawner is built: that needs
-    a hub user."""
+def configured(config: Config, trait: str, default: Any, swarm: bool = False) -> Any:
+    """The value ``config`` gives the spawner's ``trait``: the most derived class's section wins, as in traitlets
+    (so ``c.MultiUserSpawner.image`` beats ``c.DockerSpawner.image``, and on a swarm
+    ``c.MultiUserSwarmSpawner.image`` beats both). No spawner is built: that needs a hub user."""
     from .spawner import MultiUserSpawner
+    from .swarm_spawner import MultiUserSwarmSpawner
 
     value = default
-    for section in MultiUserSpawner.section_names():
+    spawner = MultiUserSwarmSpawner if swarm else MultiUserSpawner
+    for section in spawner.section_names():
         if section in config and trait in config[section]:
             value = config[section][trait]
     return value
 
 
-def hub_settings(config: Config) -> HubSettings:
+def on_swarm(config: Config) -> bool:
+    """Whether the hub's ``c.JupyterHub.spawner_class`` is the Swarm spawner."""
+    hub = config.get("JupyterHub") or {}
+    return "spawner_class" in hub and swarm_inventory.is_swarm_spawner(hub["spawner_class"])
+
+
+def hub_settings(config: Config, swarm: bool = False) -> HubSettings:
+    """The settings of the hub ``config`` describes; on a swarm when its spawner class says so, or ``swarm``."""
     from .spawner import LEGACY_DATABASE_SETTINGS, MultiUserSpawner
 
+    swarm = swarm or on_swarm(config)
     traits = MultiUserSpawner.class_traits()
 
     def setting(name: str) -> Any:
-        return configured(config, name, traits[name].default())
+        return configured(config, name, traits[name].default(), swarm)
 
     defaults = names.NameTemplates()
     templates = names.NameTemplates(
         # The spawner overrides DockerSpawner's name_template default, so the trait's own default would be wrong.
-        container=configured(config, "name_template", defaults.container),
+        container=configured(config, "name_template", defaults.container, swarm),
         home_volume=setting("home_volume_name_template"),
         network=setting("network_name_template"),
         service_container=setting("service_container_name_template"),
@@ -108,11 +141,14 @@ def hub_settings(config: Config) -> HubSettings:
         image=setting("image"),
         service_images=service_images,
         hub_container=setting("hub_container_name"),
+        swarm=swarm,
+        hub_connect_url=setting("hub_connect_url") or "",
+        hub_port=int((config.get("JupyterHub") or {}).get("hub_port", 8081)),
     )
 
 
 def settings_from_args(args: argparse.Namespace) -> HubSettings:
-    settings = hub_settings(load_config(args.config) if args.config else Config())
+    settings = hub_settings(load_config(args.config) if args.config else Config(), getattr(args, "swarm", False))
     if args.prefix:
         settings = dataclasses.replace(settings, prefix=args.prefix)
     try:
@@ -128,6 +164,15 @@ def connect_docker() -> DockerGateway:
     try:
         # DOCKER_HOST and friends are honoured, as by the docker command.
         return DockerGateway.connect({}, concurrency=DOCKER_CONCURRENCY, view_max_age=5)
+    except docker.errors.DockerException as e:
+        raise CLIError(f"cannot reach the Docker engine: {e}") from e
+
+
+def connect_swarm() -> SwarmGateway:
+    import docker.errors
+
+    try:
+        return SwarmGateway.connect({}, concurrency=DOCKER_CONCURRENCY, view_max_age=5)
     except docker.errors.DockerException as e:
         raise CLIError(f"cannot reach the Docker engine: {e}") from e
 
@@ -162,51 +207,77 @@ def _cell(value: str) -> str:
     return value or "-"
 
 
-def ls_rows(resources: Iterable[inventory.Resource], with_sizes: bool = True) -> list[list[str]]:
-    return [
-        [
-            _cell(r.user),
-            _cell(r.server),
-            r.kind,
-            _cell(f"{r.role} {r.service}".strip()),
-            r.name,
-            _state_cell(r),
-            format_size(r.size) if with_sizes and r.kind == inventory.KIND_VOLUME else "",
-        ]
-        for r in resources
-    ]
+def ls_rows(
+    resources: Iterable[inventory.Resource], with_sizes: bool = True, with_nodes: bool = False
+) -> list[list[str]]:
+    """The rows of ``ls``; ``with_nodes`` (on a swarm) adds the node a service runs on or a volume lives on."""
+    rows = []
+    for r in resources:
+        row = [_cell(r.user), _cell(r.server), r.kind, _cell(f"{r.role} {r.service}".strip()), r.name]
+        if with_nodes:
+            row.append(_node_cell(r))
+        row.append(_state_cell(r))
+        row.append(format_size(r.size) if with_sizes and r.kind == inventory.KIND_VOLUME else "")
+        rows.append(row)
+    return rows
+
+
+def _node_cell(resource: inventory.Resource) -> str:
+    # A network spans the nodes; a volume without a node was never mounted, or is shared.
+    if resource.kind == inventory.KIND_NETWORK:
+        return ""
+    return _cell(resource.node)
 
 
 def _state_cell(resource: inventory.Resource) -> str:
-    if resource.kind != inventory.KIND_CONTAINER:
+    if resource.kind not in inventory.RUNNING_KINDS:
         return ""
     return f"{resource.state}: {resource.note}" if resource.note else resource.state
 
 
 LS_HEADERS = ("USER", "SERVER", "KIND", "ROLE", "NAME", "STATE", "SIZE")
+SWARM_LS_HEADERS = ("USER", "SERVER", "KIND", "ROLE", "NAME", "NODE", "STATE", "SIZE")
 
 
 def ls_summary(resources: Sequence[inventory.Resource]) -> str:
-    containers = [r for r in resources if r.kind == inventory.KIND_CONTAINER]
+    running_kind = next((r.kind for r in resources if r.kind in inventory.RUNNING_KINDS), inventory.KIND_CONTAINER)
+    workloads = [r for r in resources if r.kind in inventory.RUNNING_KINDS]
     volumes = [r for r in resources if r.kind == inventory.KIND_VOLUME]
-    networks = len(resources) - len(containers) - len(volumes)
-    running = sum(1 for r in containers if r.state == "running")
+    networks = len(resources) - len(workloads) - len(volumes)
+    running = sum(1 for r in workloads if r.state == "running")
     known = [r.size for r in volumes if r.size is not None]
     size = f" using {format_size(sum(known))}" if known else ""
     users = len({r.user for r in resources})
     return (
-        f"{users} user(s): {len(containers)} container(s) ({running} running), {networks} network(s), "
-        f"{len(volumes)} volume(s){size}"
+        f"{users} user(s): {len(workloads)} {running_kind}(s) ({running} running), {networks} network(s), "
+        f"{len(volumes)} volume(s){size}{_per_node(volumes)}"
     )
 
 
-def gc_rows(orphans: Iterable[inventory.Orphan]) -> list[list[str]]:
-    return [
-        [o.resource.kind, o.resource.name, _cell(o.resource.user), _cell(o.resource.server), o.reason] for o in orphans
-    ]
+def _per_node(volumes: Sequence[inventory.Resource]) -> str:
+    """On a swarm: how many volumes each node holds."""
+    counts: dict[str, int] = {}
+    for volume in volumes:
+        if volume.node:
+            counts[volume.node] = counts.get(volume.node, 0) + 1
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{count} on {node}" for node, count in sorted(counts.items())) + ")"
+
+
+def gc_rows(orphans: Iterable[inventory.Orphan], with_nodes: bool = False) -> list[list[str]]:
+    rows = []
+    for o in orphans:
+        r = o.resource
+        row = [r.kind, r.name, _cell(r.user), _cell(r.server)]
+        if with_nodes:
+            row.append(_node_cell(r))
+        rows.append([*row, o.reason])
+    return rows
 
 
 GC_HEADERS = ("KIND", "NAME", "USER", "SERVER", "REASON")
+SWARM_GC_HEADERS = ("KIND", "NAME", "USER", "SERVER", "NODE", "REASON")
 
 
 def doctor_rows(results: Iterable[doctor.CheckResult]) -> list[list[str]]:
@@ -216,22 +287,33 @@ def doctor_rows(results: Iterable[doctor.CheckResult]) -> list[list[str]]:
 # -- commands ---------------------------------------------------------------------------------------------------
 
 
+async def list_objects(settings: HubSettings, with_sizes: bool) -> tuple[DockerGateway, list[inventory.Resource]]:
+    """The project's objects on this engine, or on a swarm the services, overlays and volume records."""
+    if settings.swarm:
+        swarm = connect_swarm()
+        return swarm, await swarm_inventory.list_resources(swarm, with_sizes=with_sizes)
+    gateway = connect_docker()
+    return gateway, await cleanup.list_resources(gateway, with_sizes=with_sizes)
+
+
 async def run_ls(args: argparse.Namespace, out: TextIO) -> int:
     settings = settings_from_args(args)
-    gateway = connect_docker()
-    resources = await cleanup.list_resources(gateway, with_sizes=not args.no_sizes)
+    gateway, resources = await list_objects(settings, with_sizes=not args.no_sizes)
     if not args.all:
         resources = inventory.of_hub(resources, settings.prefix, settings.templates)
-    resources = await stop_notes.annotate_containers(gateway, resources)
+    if not settings.swarm:
+        resources = await stop_notes.annotate_containers(gateway, resources)
     if args.json:
         json.dump(inventory.as_json(resources), out, indent=2)
         out.write("\n")
         return EXIT_OK
     if not resources:
-        scope = "on this Docker engine" if args.all else f"of the hub with prefix {settings.prefix!r}"
+        engine = "swarm" if settings.swarm else "Docker engine"
+        scope = f"on this {engine}" if args.all else f"of the hub with prefix {settings.prefix!r}"
         print(f"No objects {scope}.", file=out)
         return EXIT_OK
-    print(format_table(ls_rows(resources, with_sizes=not args.no_sizes), LS_HEADERS), file=out)
+    headers = SWARM_LS_HEADERS if settings.swarm else LS_HEADERS
+    print(format_table(ls_rows(resources, not args.no_sizes, settings.swarm), headers), file=out)
     print(f"\n{ls_summary(resources)}", file=out)
     return EXIT_OK
 
@@ -244,10 +326,10 @@ async def run_gc(args: argparse.Namespace, out: TextIO) -> int:
             f"set JUPYTERHUB_API_TOKEN to a hub API token with the scopes {', '.join(hub_api.REQUIRED_SCOPES)}"
         )
     client = hub_api.HubClient(args.hub_url, token)
-    gateway = connect_docker()
     # Docker is listed before the hub is asked: a server that starts in between has no container in the list yet,
     # so it cannot be taken for an orphan.
-    resources = inventory.of_hub(await cleanup.list_resources(gateway), settings.prefix, settings.templates)
+    gateway, listed = await list_objects(settings, with_sizes=False)
+    resources = inventory.of_hub(listed, settings.prefix, settings.templates)
     try:
         state = await asyncio.to_thread(client.state, args.volumes_of_deleted_users)
     except hub_api.HubAPIError as e:
@@ -260,9 +342,17 @@ async def run_gc(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     if not args.yes:
         print("Would remove (dry run; add --yes to remove):", file=out)
-        print(format_table(gc_rows(orphans), GC_HEADERS), file=out)
+        headers = SWARM_GC_HEADERS if settings.swarm else GC_HEADERS
+        print(format_table(gc_rows(orphans, settings.swarm), headers), file=out)
         return EXIT_OK
     hub_container = args.hub_container if args.hub_container is not None else settings.hub_container
+    if isinstance(gateway, SwarmGateway):
+        report, elsewhere = await swarm_inventory.remove_resources(
+            gateway, [o.resource for o in orphans], hub_container
+        )
+        for sentence in elsewhere:
+            print(f"left    {sentence}", file=out)
+        return print_removal(report, out)
     report = await cleanup.remove_resources(
         gateway, [o.resource for o in orphans], hub_container, stop_timeout=args.stop_timeout
     )
@@ -289,14 +379,52 @@ def print_removal(report: cleanup.RemovalReport, out: TextIO) -> int:
     return EXIT_PROBLEM if report.failed else EXIT_OK
 
 
+def doctor_service_images(settings: HubSettings, given: Sequence[str] | None) -> dict[str, str]:
+    service_images = dict(settings.service_images)
+    for one in given or []:
+        key, _, image = one.partition("=")
+        if not image:
+            raise CLIError(f"--service-image takes NAME=IMAGE, not {one!r}")
+        service_images[key] = image
+    return service_images
+
+
+def swarm_hub_url(settings: HubSettings, hub_container: str, given: str | None) -> str:
+    """The hub's API as a server on an overlay reaches it: ``--hub-connect-url``, else the configured
+    ``hub_connect_url``, else the hub's container by name at the hub's port ("" without a hub container)."""
+    if given:
+        return given
+    if settings.hub_connect_url:
+        return settings.hub_connect_url.rstrip("/") + "/hub/api"
+    return f"http://{hub_container}:{settings.hub_port}/hub/api" if hub_container else ""
+
+
+async def run_swarm_doctor(args: argparse.Namespace, settings: HubSettings, out: TextIO) -> int:
+    hub_container = args.hub_container if args.hub_container is not None else settings.hub_container
+    images = {"image": args.image or settings.image}
+    for key, image in sorted(doctor_service_images(settings, args.service_image).items()):
+        images[f"image of service {key}"] = image
+    options = swarm_doctor.SwarmDoctorOptions(
+        images=images,
+        hub_url=swarm_hub_url(settings, hub_container, args.hub_connect_url),
+        hub_container=hub_container,
+        prefix=settings.prefix,
+    )
+    try:
+        gateway = connect_swarm()
+    except CLIError as e:
+        results = [doctor.CheckResult("docker engine", doctor.FAIL, str(e))]
+    else:
+        results = await swarm_doctor.run_checks(gateway, options)
+    print(format_table(doctor_rows(results)), file=out)
+    return EXIT_PROBLEM if any(r.failed for r in results) else EXIT_OK
+
+
 async def run_doctor(args: argparse.Namespace, out: TextIO) -> int:
     settings = settings_from_args(args)
-    service_images = dict(settings.service_images)
-    for given in args.service_image or []:
-        key, _, image = given.partition("=")
-        if not image:
-            raise CLIError(f"--service-image takes NAME=IMAGE, not {given!r}")
-        service_images[key] = image
+    if settings.swarm:
+        return await run_swarm_doctor(args, settings, out)
+    service_images = doctor_service_images(settings, args.service_image)
     options = doctor.DoctorOptions(
         image=args.image or settings.image,
         service_images=service_images,
@@ -372,20 +500,33 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--config", metavar="FILE", help="the hub's jupyterhub_config.py, to read the prefix, names and images"
     )
     common.add_argument("--prefix", help="the spawner's prefix (default: from the config file, else 'jupyter')")
+    on_swarm = argparse.ArgumentParser(add_help=False)
+    on_swarm.add_argument(
+        "--swarm",
+        action="store_true",
+        help="the hub runs on a Docker Swarm (default: when the config's c.JupyterHub.spawner_class is the "
+        "Swarm spawner); talk to this manager about services, overlays and each node's volumes",
+    )
 
     parser = argparse.ArgumentParser(
         prog="multiuser-spawner", description="Inspect and tidy the Docker objects of multiuser-spawner."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ls = commands.add_parser("ls", parents=[common], help="list containers, networks and volumes per user and server")
+    ls = commands.add_parser(
+        "ls",
+        parents=[common, on_swarm],
+        help="list containers (services, with their nodes, on a swarm), networks and volumes per user and server",
+    )
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.add_argument("--all", action="store_true", help="every object with the project's label, of any hub")
     ls.add_argument("--no-sizes", action="store_true", help="skip volume sizes (Docker walks every volume for them)")
     ls.set_defaults(run=run_ls)
 
     gc = commands.add_parser(
-        "gc", parents=[common], help="remove containers and networks no running server needs (dry run by default)"
+        "gc",
+        parents=[common, on_swarm],
+        help="remove containers (services) and networks no running server needs (dry run by default)",
     )
     gc.add_argument(
         "--hub-url",
@@ -403,7 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--hub-container", default=None, help="the hub's container, if any (default: from the config)")
     gc.set_defaults(run=run_gc)
 
-    dr = commands.add_parser("doctor", parents=[common], help="check that this Docker host can run the spawner")
+    dr = commands.add_parser(
+        "doctor",
+        parents=[common, on_swarm],
+        help="check that this Docker host (or every node of a swarm) can run the spawner",
+    )
     dr.add_argument("--image", help="the notebook image (default: the configured image)")
     dr.add_argument(
         "--service-image",

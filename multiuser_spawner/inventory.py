@@ -15,7 +15,11 @@ from . import names
 KIND_CONTAINER = "container"
 KIND_NETWORK = "network"
 KIND_VOLUME = "volume"
-_KIND_ORDER = {KIND_CONTAINER: 0, KIND_NETWORK: 1, KIND_VOLUME: 2}
+#: a Swarm service: on a swarm, what a container is on one host
+KIND_SERVICE = "service"
+#: what runs: a container on one host, a service on a swarm
+RUNNING_KINDS = (KIND_CONTAINER, KIND_SERVICE)
+_KIND_ORDER = {KIND_CONTAINER: 0, KIND_SERVICE: 0, KIND_NETWORK: 1, KIND_VOLUME: 2}
 # Within a kind, the notebook's object before its services'.
 _ROLE_ORDER = {names.ROLE_NOTEBOOK: 0, names.ROLE_HOME: 0, names.ROLE_SERVICE: 1, names.ROLE_SERVICE_DATA: 1}
 
@@ -53,12 +57,15 @@ class Resource:
     user_created: str = ""
     #: a service's key (``db``, ``cache``) for its container and volume; "" for other objects
     service: str = ""
-    #: containers only: Docker's state (``running``, ``exited``, ...)
+    #: containers and services: Docker's state (``running``, ``exited``, ...); a service's is its task's
     state: str = ""
     #: volumes only: bytes used, ``None`` when Docker did not say
     size: int | None = None
-    #: containers only: why a stopped one stopped, when it was not asked to (``oom-killed (512M)``)
+    #: containers only: why a stopped one stopped, when it was not asked to (``oom-killed (512M)``); services:
+    #: Swarm's reason when their task ended or cannot run
     note: str = ""
+    #: on a swarm: the node (host name) a service's task runs on, or that holds a volume; "" elsewhere or unknown
+    node: str = ""
 
     @property
     def identity(self) -> names.Identity:
@@ -218,14 +225,14 @@ class HubUsers:
 def find_orphans(resources: Iterable[Resource], hub: HubUsers) -> list[Orphan]:
     """What may be removed.
 
-    Containers and networks are orphans when the hub has no running (or starting, or stopping) server behind
-    them. Volumes hold users' files, so they are orphans only when the hub's users were asked for
-    (``hub.names``) and the volume's user is gone: by id when the volume carries one (a renamed user keeps it), never
-    for a volume without an id (see :func:`unsure_volumes`).
+    Containers (services, on a swarm) and networks are orphans when the hub has no running (or starting, or
+    stopping) server behind them. Volumes hold users' files, so they are orphans only when the hub's users were
+    asked for (``hub.names``) and the volume's user is gone: by id when the volume carries one (a renamed user keeps
+    it), never for a volume without an id (see :func:`unsure_volumes`).
     """
     orphans = []
     for resource in resources:
-        if resource.kind in (KIND_CONTAINER, KIND_NETWORK):
+        if resource.kind in (*RUNNING_KINDS, KIND_NETWORK):
             if not _has_running_server(resource, hub.running):
                 orphans.append(Orphan(resource, REASON_NO_SERVER))
         elif resource.kind == KIND_VOLUME and hub.names is not None:
@@ -334,7 +341,8 @@ def as_json(resources: Iterable[Resource]) -> dict[str, Any]:
         for server, items in servers.items():
             entry: dict[str, Any] = {"name": server, "containers": [], "networks": [], "volumes": []}
             for r in items:
-                entry[f"{r.kind}s"].append(_json_item(r))
+                # "services" only on a swarm, so the document of one host stays as it was
+                entry.setdefault(f"{r.kind}s", []).append(_json_item(r))
             server_list.append(entry)
         users.append({"name": user, "servers": server_list})
     return {"users": users}
@@ -346,10 +354,12 @@ def _json_item(resource: Resource) -> dict[str, Any]:
         del item[key]
     if not resource.service:
         del item["service"]
-    if resource.kind != KIND_CONTAINER:
+    if resource.kind not in RUNNING_KINDS:
         del item["state"]
     if resource.kind != KIND_VOLUME:
         del item["size"]
     if not resource.note:
         del item["note"]
+    if not resource.node:
+        del item["node"]
     return item

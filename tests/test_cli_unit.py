@@ -12,7 +12,18 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from traitlets.config import Config
 
-from multiuser_spawner import cleanup, cli, doctor, hub_api, inventory, names, prepare
+from multiuser_spawner import (
+    cleanup,
+    cli,
+    doctor,
+    hub_api,
+    inventory,
+    names,
+    prepare,
+    swarm,
+    swarm_doctor,
+    swarm_inventory,
+)
 from multiuser_spawner.inventory import Orphan, Resource
 
 P = "jupyter"
@@ -720,3 +731,250 @@ def test_a_failed_removal_makes_the_exit_status_non_zero(capsys):
     assert cli.print_removal(report, sys.stdout) == cli.EXIT_PROBLEM
     assert capsys.readouterr().out.splitlines() == ["removed container c", "FAILED  network n: busy"]
     assert cli.print_removal(cleanup.RemovalReport(removed=["volume v"]), sys.stdout) == cli.EXIT_OK
+
+
+# -- on a swarm ---------------------------------------------------------------------------------------------------
+
+NODES = [
+    {
+        "ID": "m1",
+        "Description": {"Hostname": "manager"},
+        "Status": {"State": "ready"},
+        "Spec": {"Availability": "active"},
+    },
+    {
+        "ID": "w1",
+        "Description": {"Hostname": "worker1"},
+        "Status": {"State": "ready"},
+        "Spec": {"Availability": "active"},
+    },
+    {
+        "ID": "w2",
+        "Description": {"Hostname": "worker2"},
+        "Status": {"State": "down"},
+        "Spec": {"Availability": "active"},
+    },
+    {
+        "ID": "w3",
+        "Description": {"Hostname": "worker3"},
+        "Status": {"State": "ready"},
+        "Spec": {"Availability": "drain"},
+    },
+]
+
+
+def swarm_service(service_id: str, name: str, labels: dict) -> dict:
+    return {"ID": service_id, "Spec": {"Name": name, "Labels": labels}}
+
+
+def swarm_task(service_id: str, node: str, state: str, created: str, err: str = "") -> dict:
+    return {"ServiceID": service_id, "NodeID": node, "CreatedAt": created, "Status": {"State": state, "Err": err}}
+
+
+def record(name: str, labels: dict, node: str = "", node_name: str = "") -> dict:
+    pin = {swarm.LABEL_NODE: node, swarm.LABEL_NODE_NAME: node_name} if node else {}
+    return {"ID": f"cfg-{name}", "Spec": {"Name": name, "Labels": {**labels, **pin}}}
+
+
+@pytest.fixture
+def swarm_resources() -> list[Resource]:
+    services = [
+        swarm_service("s1", "jupyter-alice", lab("notebook", "alice")),
+        swarm_service("s2", "jupyter-alice_db", {**lab("service", "alice"), names.LABEL_SERVICE: "db"}),
+        swarm_service("s3", "not-ours", {"other": "x"}),
+    ]
+    tasks = [
+        swarm_task("s1", "m1", "shutdown", "2026-01-01T00:00:00Z"),  # an earlier task, elsewhere
+        swarm_task("s1", "w1", "running", "2026-01-02T00:00:00Z"),
+        swarm_task("s2", "w2", "rejected", "2026-01-02T00:00:00Z", err="No such image: postgres:15"),
+    ]
+    networks = [{"Id": "n1", "Name": "jupyter-alice_net", "Labels": lab("network", "alice")}]
+    records = [
+        record("jupyter-alice_home", lab("home", "alice"), "w1", "worker1"),
+        record("jupyter-bob_home", lab("home", "bob"), "m1", "manager"),
+        record("jupyter-carol_home", lab("home", "carol")),  # never started
+    ]
+    sizes = {"jupyter-bob_home": 4096, "jupyter-alice_home": 1}  # this engine's df: only bob's is here
+    return swarm_inventory.collect(services, tasks, NODES, networks, records, sizes, local_node="m1")
+
+
+def test_swarm_services_carry_their_newest_tasks_node_and_state(swarm_resources):
+    by_name = {r.name: r for r in swarm_resources}
+    assert "not-ours" not in by_name
+    notebook = by_name["jupyter-alice"]
+    assert (notebook.kind, notebook.node, notebook.state, notebook.note) == ("service", "worker1", "running", "")
+    db = by_name["jupyter-alice_db"]
+    assert (db.node, db.state, db.service) == ("worker2", "rejected", "db")
+    assert db.note == "task rejected: No such image: postgres:15"
+
+
+def test_swarm_volumes_come_from_their_records_with_the_node_that_holds_them(swarm_resources):
+    volumes = {r.name: r for r in swarm_resources if r.kind == inventory.KIND_VOLUME}
+    assert volumes["jupyter-alice_home"].node == "worker1"
+    # a size is known only for a volume on this engine's node (worker1's df is out of reach)
+    assert volumes["jupyter-alice_home"].size is None
+    assert (volumes["jupyter-bob_home"].node, volumes["jupyter-bob_home"].size) == ("manager", 4096)
+    assert volumes["jupyter-carol_home"].node == ""
+    assert volumes["jupyter-alice_home"].identity == names.Identity("1")
+
+
+def test_swarm_services_without_a_running_server_are_orphans(swarm_resources):
+    orphans = inventory.find_orphans(swarm_resources, hub_users(running=[]))
+    assert {(o.resource.kind, o.resource.name) for o in orphans} == {
+        ("service", "jupyter-alice"),
+        ("service", "jupyter-alice_db"),
+        ("network", "jupyter-alice_net"),
+    }
+    assert inventory.find_orphans(swarm_resources, hub_users(running=[("alice", "")], ids=IDS)) == []
+
+
+def test_swarm_ls_rows_and_summary_show_nodes_and_volumes_per_node(swarm_resources):
+    rows = cli.ls_rows(swarm_resources, with_sizes=True, with_nodes=True)
+    assert ["alice", "-", "service", "notebook", "jupyter-alice", "worker1", "running", ""] in rows
+    assert ["alice", "-", "network", "network", "jupyter-alice_net", "", "", ""] in rows
+    assert ["bob", "-", "volume", "home", "jupyter-bob_home", "manager", "", "4.1 kB"] in rows
+    assert ["carol", "-", "volume", "home", "jupyter-carol_home", "-", "", "?"] in rows
+    assert len(cli.SWARM_LS_HEADERS) == len(rows[0])
+    assert cli.ls_summary(swarm_resources) == (
+        "3 user(s): 2 service(s) (1 running), 1 network(s), 3 volume(s) using 4.1 kB (1 on manager, 1 on worker1)"
+    )
+
+
+def test_swarm_json_has_services_with_nodes_and_one_host_json_has_no_services_key(swarm_resources, resources):
+    alice = inventory.as_json(swarm_resources)["users"][0]["servers"][0]
+    assert [(s["name"], s["node"], s["state"]) for s in alice["services"]] == [
+        ("jupyter-alice", "worker1", "running"),
+        ("jupyter-alice_db", "worker2", "rejected"),
+    ]
+    assert alice["volumes"][0]["node"] == "worker1"
+    for user in inventory.as_json(resources)["users"]:
+        for server in user["servers"]:
+            assert "services" not in server
+            assert all("node" not in item for item in server["containers"] + server["volumes"])
+
+
+def test_swarm_gc_rows_name_the_node():
+    service = Resource("service", "jupyter-alice", "s1", "alice", "", "notebook", node="worker1")
+    assert cli.gc_rows([Orphan(service, "no running server")], with_nodes=True) == [
+        ["service", "jupyter-alice", "alice", "-", "worker1", "no running server"]
+    ]
+
+
+def test_volumes_are_removed_here_or_their_node_is_named(swarm_resources):
+    volumes = [r for r in swarm_resources if r.kind == inventory.KIND_VOLUME]
+    plans = {p.volume.name: p for p in swarm_inventory.plan_volume_removals(volumes, "manager")}
+    assert plans["jupyter-bob_home"].here and plans["jupyter-bob_home"].instruction == ""
+    assert not plans["jupyter-alice_home"].here
+    assert plans["jupyter-alice_home"].instruction == (
+        "volume jupyter-alice_home lives on node worker1, out of this manager's reach: "
+        "run `docker volume rm jupyter-alice_home` on worker1 to free its space"
+    )
+    assert "no node recorded" in plans["jupyter-carol_home"].instruction
+
+
+@pytest.mark.parametrize(
+    "spawner_class, swarm",
+    [
+        ("multiuser-swarm", True),
+        ("multiuser_spawner.swarm_spawner.MultiUserSwarmSpawner", True),
+        ("multiuser", False),
+        ("dockerspawner.SwarmSpawner", False),
+    ],
+)
+def test_the_config_says_whether_the_hub_is_on_a_swarm(spawner_class, swarm):
+    config = Config()
+    config.JupyterHub.spawner_class = spawner_class
+    assert cli.on_swarm(config) is swarm
+    assert cli.hub_settings(config).swarm is swarm
+    assert cli.hub_settings(Config()).swarm is False
+    assert cli.hub_settings(Config(), swarm=True).swarm is True
+
+
+def test_a_swarm_spawner_subclass_is_a_swarm_and_its_section_wins():
+    from multiuser_spawner.swarm_spawner import MultiUserSwarmSpawner
+
+    class SiteSpawner(MultiUserSwarmSpawner):
+        pass
+
+    config = Config()
+    config.JupyterHub.spawner_class = SiteSpawner
+    config.MultiUserSpawner.image = "local:1"
+    config.MultiUserSwarmSpawner.image = "swarm:1"
+    config.MultiUserSwarmSpawner.hub_container_name = "hub"
+    config.Spawner.hub_connect_url = "http://hub:8081/"
+    settings = cli.hub_settings(config)
+    assert (settings.swarm, settings.image, settings.hub_container) == (True, "swarm:1", "hub")
+    assert cli.swarm_hub_url(settings, "hub", None) == "http://hub:8081/hub/api"
+    assert cli.swarm_hub_url(settings, "hub", "http://x/hub/api") == "http://x/hub/api"
+    bare = cli.hub_settings(Config(), swarm=True)
+    assert cli.swarm_hub_url(bare, "hubc", None) == "http://hubc:8081/hub/api"
+    assert cli.swarm_hub_url(bare, "", None) == ""
+
+
+def test_only_a_manager_can_answer_for_the_swarm():
+    assert swarm_inventory.manager_problem({"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}) == ""
+    assert "not part of a swarm" in swarm_inventory.manager_problem({"Swarm": {"LocalNodeState": "inactive"}})
+    assert "worker" in swarm_inventory.manager_problem({"Swarm": {"LocalNodeState": "active"}})
+
+
+def test_a_probe_service_is_one_task_pinned_to_its_node_labelled_as_the_hubs_with_no_user():
+    labels = swarm_doctor.probe_labels("jupyter", "abcd")
+    spec = swarm_doctor.probe_service_spec("jupyter-doctor_abcd_img1", "img:1", ["true"], "w1", labels, "net1", ["x"])
+    template = spec["task_template"]
+    assert template["Placement"] == {"Constraints": ["node.id==w1"]}
+    assert template["RestartPolicy"] == {"Condition": "none"}
+    assert template["Networks"] == [{"Target": "net1", "Aliases": ["x"]}]
+    assert spec["labels"][swarm_doctor.LABEL_DOCTOR_RUN] == "abcd"
+    probe = inventory.Resource("service", spec["name"], "s", "", "", names.ROLE_HELPER, hub="jupyter")
+    # never a user's object: ls and gc pass it by
+    assert not inventory.belongs_to_hub(probe, "jupyter", names.NameTemplates())
+    assert "Networks" not in swarm_doctor.probe_service_spec("n", "i", ["true"], "w1", labels)["task_template"]
+
+
+def test_nodes_down_fail_drained_are_set_aside():
+    survey = swarm_doctor.survey_nodes(NODES)
+    assert [n.name for n in survey.usable] == ["manager", "worker1"]
+    verdict = swarm_doctor.judge_nodes(survey)
+    assert verdict.failed
+    assert verdict.detail.startswith("worker2 is down: users whose volumes live there cannot start")
+    assert "not checked: worker3 is drained by an admin" in verdict.detail
+    healthy = swarm_doctor.survey_nodes([n for n in NODES if n["ID"] != "w2"])
+    assert swarm_doctor.judge_nodes(healthy).status == doctor.OK
+
+
+def test_an_image_missing_on_one_node_fails_naming_that_node():
+    manager, worker = swarm_doctor.Node("m1", "manager"), swarm_doctor.Node("w1", "worker1")
+    outcomes = {
+        manager: {"Status": {"State": "complete", "ContainerStatus": {"ContainerID": "c", "ExitCode": 0}}},
+        worker: {"Status": {"State": "rejected", "Err": "No such image: img:1"}},
+    }
+    verdict = swarm_doctor.judge_image("image", "img:1", outcomes)
+    assert verdict.failed
+    assert verdict.detail.startswith("img:1 is missing on node(s) worker1: every server placed there fails")
+    assert swarm_doctor.nodes_missing(outcomes) == [worker]
+    # a container made from the image, whatever its command did, proves the image is there
+    outcomes[worker] = {
+        "Status": {"State": "failed", "Err": "exec: true: not found", "ContainerStatus": {"ContainerID": "c"}}
+    }
+    assert swarm_doctor.judge_image("image", "img:1", outcomes).status == doctor.OK
+    outcomes[worker] = None
+    assert "could not tell" in swarm_doctor.judge_image("image", "img:1", outcomes).detail
+
+
+def test_overlay_and_hub_verdicts_say_what_to_open():
+    server, client = swarm_doctor.Node("w1", "worker1"), swarm_doctor.Node("m1", "manager")
+    done = {"Status": {"State": "complete"}}
+    failed = {"Status": {"State": "failed", "Err": "task: non-zero exit (1)"}}
+    serving = {"Status": {"State": "running"}}
+    assert swarm_doctor.judge_overlay(server, {client: (done, "200\n")}, serving).status == doctor.OK
+    verdict = swarm_doctor.judge_overlay(server, {client: (failed, "URLError: timed out\n")}, serving)
+    assert verdict.failed and "from manager: URLError: timed out" in verdict.detail and "4789/udp" in verdict.detail
+    # a server that never ran says nothing about the traffic, and says why
+    rejected = {"Status": {"State": "rejected", "Err": "No such image: img:1"}}
+    verdict = swarm_doctor.judge_overlay(server, {client: (failed, "gaierror")}, rejected)
+    assert verdict.failed and verdict.detail.startswith(
+        "the probe server on node worker1 did not run (task rejected: No such image: img:1)"
+    )
+    assert swarm_doctor.judge_hub("http://hub:8081/hub/api", server, done, "200\n").status == doctor.OK
+    hub = swarm_doctor.judge_hub("http://hub:8081/hub/api", server, None, "")
+    assert hub.failed and "no answer within" in hub.detail and "hub_ip" in hub.detail
