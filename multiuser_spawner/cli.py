@@ -347,8 +347,9 @@ async def run_gc(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     hub_container = args.hub_container if args.hub_container is not None else settings.hub_container
     if isinstance(gateway, SwarmGateway):
+        # the notebook image runs the one-shot tasks that remove volumes on their nodes, as when the hub deletes a user
         report, elsewhere = await swarm_inventory.remove_resources(
-            gateway, [o.resource for o in orphans], hub_container
+            gateway, [o.resource for o in orphans], hub_container, job_image=settings.image
         )
         for sentence in elsewhere:
             print(f"left    {sentence}", file=out)

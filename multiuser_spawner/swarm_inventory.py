@@ -3,7 +3,8 @@ runs on), overlay networks, and volumes per node.
 
 A manager sees services, tasks, nodes, overlays and the volume records (Swarm configs, see :mod:`.swarm`), but not
 the volumes on other nodes: each record names the node that holds its volume (:data:`.swarm.LABEL_NODE`), and that
-is where ``ls`` says a volume is and where ``gc`` tells the admin to remove one. The row builders are pure functions
+is where ``ls`` says a volume is and where ``gc`` removes one, with a one-shot task on that node (as the hub does when
+it deletes a user); when the node is down, ``gc`` says which node holds the volume. The row builders are pure functions
 of what Docker's list calls return; the listing and the removal talk to the manager.
 """
 
@@ -19,7 +20,17 @@ from . import inventory, names
 from .cleanup import RemovalReport
 from .docker_gateway import DockerGatewayError
 from .inventory import Resource
-from .swarm import LABEL_NODE, LABEL_NODE_NAME, SwarmGateway, latest_task, node_name, task_failure, task_state
+from .swarm import (
+    LABEL_NODE,
+    LABEL_NODE_NAME,
+    SwarmGateway,
+    latest_task,
+    node_name,
+    node_unavailable,
+    task_failure,
+    task_state,
+)
+from .swarm_jobs import run_job, volume_removal_job
 
 #: ``c.JupyterHub.spawner_class`` values that put a hub on a swarm (its entry point and class paths)
 SWARM_SPAWNER_NAMES = frozenset(
@@ -32,6 +43,8 @@ SWARM_SPAWNER_NAMES = frozenset(
 #: how long gc waits for a removed service's tasks, and for an overlay's last endpoint, to go
 REMOVAL_TIMEOUT = 60
 CHECK_INTERVAL = 0.25
+#: how long the one-shot task that removes a volume on its node may take (it waits for the volume to be free)
+VOLUME_REMOVAL_TIMEOUT = 120
 
 
 class NotAManager(DockerGatewayError):
@@ -133,40 +146,53 @@ def _managed(obj: Mapping[str, Any]) -> bool:
     return _labels(obj).get(names.LABEL_MANAGED) == "true"
 
 
+#: what gc does with a deleted user's volume on a swarm
+REMOVE_ON_NODE = "remove on its node"  # a one-shot task on the node removes it, then its record goes
+REMOVE_RECORD = "remove record"  # no node holds it (never mounted, or shared storage): only the record goes
+KEEP = "keep"  # its node is down or gone: volume and record stay, so a later gc finds it again
+
+
 @dataclass(frozen=True)
 class VolumeRemoval:
-    """What gc does for one volume of a deleted user: remove it here, or tell the admin where it is."""
-
     volume: Resource
-    #: the volume lives on the node of the engine gc talks to: it is removed there, then its record
-    here: bool
-    #: for a volume elsewhere: the sentence that tells the admin where it is and how to remove it
+    action: str
+    #: the node that holds it (an id); "" when none is recorded
+    node_id: str = ""
+    #: for the admin, when gc cannot remove the volume itself: where it is and what to do
     instruction: str = ""
 
 
-def plan_volume_removals(volumes: Iterable[Resource], local_hostname: str) -> list[VolumeRemoval]:
-    """Each volume is removed where gc can reach it (this engine's node); for a volume on another node its record
-    goes (the user is gone, nothing will start there again) and the sentence names the node and the command."""
+def plan_volume_removals(
+    volumes: Iterable[Resource], pins: Mapping[str, str], nodes: Iterable[Mapping[str, Any]]
+) -> list[VolumeRemoval]:
+    """For each volume (``pins``: volume name -> the node id its record names), how gc removes it: on its node when
+    that node can run a task, else it stays and the sentence names the node."""
+    by_id = {n["ID"]: n for n in nodes}
     plans = []
     for volume in volumes:
-        if volume.node and volume.node == local_hostname:
-            plans.append(VolumeRemoval(volume, here=True))
-        elif volume.node:
+        node_id = pins.get(volume.name, "")
+        node = by_id.get(node_id)
+        where = node_name(dict(node)) if node else volume.node or node_id
+        if not node_id:
             plans.append(
                 VolumeRemoval(
                     volume,
-                    here=False,
-                    instruction=f"volume {volume.name} lives on node {volume.node}, out of this manager's reach: "
-                    f"run `docker volume rm {volume.name}` on {volume.node} to free its space",
+                    REMOVE_RECORD,
+                    instruction=f"volume {volume.name} has no node recorded (never started, or on shared storage): "
+                    "its record goes; files on shared storage stay there, for you to remove",
                 )
             )
+        elif node is not None and not node_unavailable(dict(node)):
+            plans.append(VolumeRemoval(volume, REMOVE_ON_NODE, node_id))
         else:
+            why = node_unavailable(dict(node)) if node else "has left the swarm"
             plans.append(
                 VolumeRemoval(
                     volume,
-                    here=False,
-                    instruction=f"volume {volume.name} has no node recorded (never started, or a shared volume): "
-                    "if its volume driver keeps data, remove it with the driver's tools",
+                    KEEP,
+                    node_id,
+                    instruction=f"volume {volume.name} lives on node {where}, which {why}: it stays, with its "
+                    f"record, until gc runs with the node back, or run `docker volume rm {volume.name}` on {where}",
                 )
             )
     return plans
@@ -202,21 +228,39 @@ async def list_resources(gateway: SwarmGateway, with_sizes: bool = False) -> lis
 
 
 async def remove_resources(
-    gateway: SwarmGateway, resources: Iterable[Resource], hub_container: str = ""
+    gateway: SwarmGateway, resources: Iterable[Resource], hub_container: str = "", job_image: str = ""
 ) -> tuple[RemovalReport, list[str]]:
     """Remove the services (and wait until their tasks are gone), then the overlays (free once the last endpoint
-    left; the hub's container is disconnected first), then the volumes gc can reach and every volume's record.
-    Services and networks are addressed by id, so one made anew under the same name meanwhile stays. Returns what
-    happened and, for volumes on other nodes, the sentences saying where they are."""
+    left; the hub's container is disconnected first), then the volumes: each on its node by a one-shot task of
+    ``job_image`` (which needs ``python3``), then its record. Services and networks are addressed by id, so one made
+    anew under the same name meanwhile stays. Returns what happened and, for volumes gc could not reach, the
+    sentences saying where they are and what to do."""
     report = RemovalReport()
     by_kind: dict[str, list[Resource]] = {}
     for resource in resources:
         by_kind.setdefault(resource.kind, []).append(resource)
     await _each(report, by_kind.get(inventory.KIND_SERVICE, []), lambda r: remove_service_and_wait(gateway, r.id))
     await _each(report, by_kind.get(inventory.KIND_NETWORK, []), lambda r: remove_overlay(gateway, r, hub_container))
-    _, hostname = await local_node(gateway)
-    plans = plan_volume_removals(by_kind.get(inventory.KIND_VOLUME, []), hostname)
-    await _each(report, [p.volume for p in plans], lambda r: _remove_volume(gateway, r, hostname))
+    volumes = by_kind.get(inventory.KIND_VOLUME, [])
+    if not volumes:
+        return report, []
+    records = await asyncio.gather(*(gateway.inspect_record(v.name) for v in volumes))
+    pins = {
+        v.name: ((r or {}).get("Spec", {}).get("Labels") or {}).get(LABEL_NODE, "")
+        for v, r in zip(volumes, records, strict=True)
+    }
+    plans = plan_volume_removals(volumes, pins, await gateway.nodes())
+    for plan in plans:
+        if plan.action == KEEP:
+            report.failed.append(f"volume {plan.volume.name}: its node is out of reach")
+    doable = [p for p in plans if p.action != KEEP]
+    outcomes = await asyncio.gather(*(_remove_volume(gateway, p, job_image) for p in doable), return_exceptions=True)
+    for plan, outcome in zip(doable, outcomes, strict=True):
+        where = f" on node {plan.volume.node}" if plan.action == REMOVE_ON_NODE else " (its record)"
+        if isinstance(outcome, BaseException):
+            report.failed.append(f"volume {plan.volume.name}{where}: {outcome}")
+        else:
+            report.removed.append(f"volume {plan.volume.name}{where}")
     return report, [p.instruction for p in plans if p.instruction]
 
 
@@ -259,9 +303,15 @@ async def remove_overlay(
         await asyncio.sleep(CHECK_INTERVAL)
 
 
-async def _remove_volume(gateway: SwarmGateway, volume: Resource, local_hostname: str) -> None:
-    """The volume itself when it lives here (a failure keeps its record, so the next gc tries again), then its
-    record."""
-    if volume.node and volume.node == local_hostname:
-        await gateway.remove_volume(volume.name)
+async def _remove_volume(gateway: SwarmGateway, plan: VolumeRemoval, job_image: str) -> None:
+    """The volume on its node (only if that node's volume carries the same hub and user: see
+    :func:`.swarm_jobs.volume_removal_job`), then its record; a failure keeps the record, so the next gc tries
+    again."""
+    volume = plan.volume
+    if plan.action == REMOVE_ON_NODE:
+        owner = names.Owner(hub=volume.hub, user=volume.user, user_id=volume.user_id, user_created=volume.user_created)
+        job = volume_removal_job(volume.name, plan.node_id, job_image, owner)
+        exit_code, output = await run_job(gateway, job, VOLUME_REMOVAL_TIMEOUT)
+        if exit_code != 0:
+            raise DockerGatewayError(output.strip() or f"the removal on the node exited {exit_code}")
     await gateway.remove_record(volume.name)

@@ -860,15 +860,21 @@ def test_swarm_gc_rows_name_the_node():
     ]
 
 
-def test_volumes_are_removed_here_or_their_node_is_named(swarm_resources):
+def test_volumes_are_removed_on_their_node_or_kept_naming_a_node_that_is_out_of_reach(swarm_resources):
     volumes = [r for r in swarm_resources if r.kind == inventory.KIND_VOLUME]
-    plans = {p.volume.name: p for p in swarm_inventory.plan_volume_removals(volumes, "manager")}
-    assert plans["jupyter-bob_home"].here and plans["jupyter-bob_home"].instruction == ""
-    assert not plans["jupyter-alice_home"].here
-    assert plans["jupyter-alice_home"].instruction == (
-        "volume jupyter-alice_home lives on node worker1, out of this manager's reach: "
-        "run `docker volume rm jupyter-alice_home` on worker1 to free its space"
+    gone = Resource("volume", "jupyter-dan_home", "jupyter-dan_home", "dan", "", "home", node="old-node")
+    pins = {"jupyter-alice_home": "w1", "jupyter-bob_home": "w2", "jupyter-dan_home": "left-id"}
+    plans = {p.volume.name: p for p in swarm_inventory.plan_volume_removals([*volumes, gone], pins, NODES)}
+    assert (plans["jupyter-alice_home"].action, plans["jupyter-alice_home"].node_id) == ("remove on its node", "w1")
+    assert plans["jupyter-alice_home"].instruction == ""
+    assert plans["jupyter-bob_home"].action == "keep"
+    assert plans["jupyter-bob_home"].instruction == (
+        "volume jupyter-bob_home lives on node worker2, which is down: it stays, with its record, until gc runs "
+        "with the node back, or run `docker volume rm jupyter-bob_home` on worker2"
     )
+    assert plans["jupyter-dan_home"].action == "keep"
+    assert "lives on node old-node, which has left the swarm" in plans["jupyter-dan_home"].instruction
+    assert plans["jupyter-carol_home"].action == "remove record"
     assert "no node recorded" in plans["jupyter-carol_home"].instruction
 
 
