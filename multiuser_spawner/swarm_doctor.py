@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,12 +283,12 @@ class Probes:
         spec = probe_service_spec(self.name(what), image, command, node.id, self.labels, **network)
         return await self.gateway.create_service(spec)
 
-    async def outcome(self, service_id: str, done: Callable[[Mapping[str, Any]], bool] = _ended) -> dict | None:
-        """The service's task once ``done`` (by default: ended); None when that takes longer than the timeout."""
+    async def outcome(self, service_id: str) -> dict[str, Any] | None:
+        """The service's task once it has ended; None when that takes longer than :data:`PROBE_TIMEOUT`."""
         deadline = time.monotonic() + PROBE_TIMEOUT
         while time.monotonic() < deadline:
             task = latest_task(await self.gateway.tasks_of(service_id))
-            if task is not None and done(task):
+            if _ended(task):
                 return task
             await asyncio.sleep(CHECK_INTERVAL)
         return None
@@ -299,18 +299,21 @@ class Probes:
     async def remove_all(self) -> list[str]:
         """Every service and overlay of this run (found by its label, also those whose creation timed out), the
         services first and until their tasks are gone; returns what could not be removed."""
-        left = []
+        left: list[str] = []
         run_label = [f"{LABEL_DOCTOR_RUN}={self.run}"]
-        services = await self.gateway.list_services(run_label)
-        outcomes = await asyncio.gather(
-            *(remove_service_and_wait(self.gateway, s["ID"]) for s in services), return_exceptions=True
-        )
-        left += [f"service {s['Spec']['Name']}: {o}" for s, o in zip(services, outcomes, strict=True) if o]
-        for network in await self.gateway.list_networks(run_label):
-            try:
-                await self._remove_network(network["Id"])
-            except DockerGatewayError as e:
-                left.append(f"network {network['Name']}: {e}")
+        try:
+            services = await self.gateway.list_services(run_label)
+            outcomes = await asyncio.gather(
+                *(remove_service_and_wait(self.gateway, s["ID"]) for s in services), return_exceptions=True
+            )
+            left += [f"service {s['Spec']['Name']}: {o}" for s, o in zip(services, outcomes, strict=True) if o]
+            for network in await self.gateway.list_networks(run_label):
+                try:
+                    await self._remove_network(network["Id"])
+                except DockerGatewayError as e:
+                    left.append(f"network {network['Name']}: {e}")
+        except DockerGatewayError as e:  # the engine went away: say so rather than hide the checks' results
+            left.append(f"the probes (listing them failed: {e})")
         return left
 
     async def _remove_network(self, network_id: str) -> None:
