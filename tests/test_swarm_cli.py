@@ -230,3 +230,18 @@ def test_doctor_fails_naming_the_worker_that_lacks_an_image(hub, cluster, worker
     finally:
         swarm.node_docker(has_it, "rmi", image)
         docker_cli("rmi", image)
+
+
+def test_doctor_says_when_a_server_on_another_node_cannot_reach_the_hub(hub, docker_client):
+    # the hub's container by name, at a port nothing listens on: what a hub bound to 127.0.0.1 looks like from afar
+    holder = f"{hub.prefix}-hub"
+    url = f"http://{holder}:9/hub/api"
+    result = run_cli(hub, "doctor", "--hub-connect-url", url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = doctor_lines(result)["hub reachable"]
+    assert line.startswith("FAIL"), result.stdout
+    assert f"{url} did not answer a task on node" in line and "c.JupyterHub.hub_ip" in line, line
+    assert doctor_leftovers(docker_client, hub.prefix) == []
+    # the hub's container is off the doctor's overlay again
+    attached = docker_client.containers.get(holder).attrs["NetworkSettings"]["Networks"]
+    assert not [name for name in attached if name.startswith(f"{hub.prefix}-doctor")]
