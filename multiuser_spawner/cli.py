@@ -22,7 +22,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -411,14 +411,7 @@ async def run_swarm_doctor(args: argparse.Namespace, settings: HubSettings, out:
         hub_container=hub_container,
         prefix=settings.prefix,
     )
-    try:
-        gateway = connect_swarm()
-    except CLIError as e:
-        results = [doctor.CheckResult("docker engine", doctor.FAIL, str(e))]
-    else:
-        results = await swarm_doctor.run_checks(gateway, options)
-    print(format_table(doctor_rows(results)), file=out)
-    return EXIT_PROBLEM if any(r.failed for r in results) else EXIT_OK
+    return report_checks(await checks_on(connect_swarm, swarm_doctor.run_checks, options), out)
 
 
 async def run_doctor(args: argparse.Namespace, out: TextIO) -> int:
@@ -433,12 +426,19 @@ async def run_doctor(args: argparse.Namespace, out: TextIO) -> int:
         hub_container=args.hub_container if args.hub_container is not None else settings.hub_container,
         prefix=settings.prefix,
     )
+    return report_checks(await checks_on(connect_docker, doctor.run_checks, options), out)
+
+
+async def checks_on(connect: Callable[[], Any], run_checks: Callable[..., Any], options: Any) -> list:
+    """The doctor's results on the engine ``connect`` reaches; one failed check when it cannot be reached."""
     try:
-        gateway = connect_docker()
+        gateway = connect()
     except CLIError as e:
-        results = [doctor.CheckResult("docker engine", doctor.FAIL, str(e))]
-    else:
-        results = await doctor.run_checks(gateway, options)
+        return [doctor.CheckResult("docker engine", doctor.FAIL, str(e))]
+    return await run_checks(gateway, options)
+
+
+def report_checks(results: list, out: TextIO) -> int:
     print(format_table(doctor_rows(results)), file=out)
     return EXIT_PROBLEM if any(r.failed for r in results) else EXIT_OK
 
