@@ -16,7 +16,9 @@ measures:
   per-user database, and with its per-user services;
 
 once per N, ``db-floor``: N database containers started at once with docker-py, ready when ``pg_isready`` succeeds;
-and what ``poll()`` costs with many running servers (Docker requests and CPU per poll interval).
+and what ``poll()`` costs with many running servers (Docker requests and CPU per poll interval). On request
+(``--scenarios swarm-...``), the same bursts on the test swarm: ``swarm-floor`` (``docker service create`` of the
+same specs, no hub), ``swarm-docker`` (DockerSpawner's SwarmSpawner) and ``swarm-multiuser`` (MultiUserSwarmSpawner).
 
 It prints the results, checks the targets and optionally writes every number as JSON. Every Docker object it makes
 is named ``bench-<run id>-...`` and removed at the end, whatever happens. See docs/benchmarks.md.
@@ -31,6 +33,7 @@ The modules, by what they measure or provide:
 - ``floors``: the raw-Docker floors (``floor``, ``pair-floor``, ``services-floor``, ``db-floor``);
 - ``hubs``: the spawners behind real hubs (``docker``, ``multiuser``, ``multiuser-db``, ``multiuser-services``);
 - ``polling``: what ``poll()`` costs with many running servers;
+- ``swarm``: the Swarm scenarios (floor and hubs on the test swarm), their CPU accounting and clean-up;
 - ``passes``: attempts, repeats and passes over the scenarios of one size;
 - ``results``: one burst's numbers, the targets and the tables;
 - ``cli``: the command line, the printed report and the JSON file.

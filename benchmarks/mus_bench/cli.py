@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import tempfile
 from pathlib import Path
@@ -31,19 +32,25 @@ from .results import (
     poll_table,
     results_table,
     services_table,
+    swarm_table,
     target_table,
 )
 from .scenarios import (
     ALL_SCENARIOS,
     CPU_LIMIT,
+    DEFAULT_SCENARIOS,
     FLOOR_KINDS,
     HTTP_CHECK_INTERVAL,
     HUB_KINDS,
     MEM_LIMIT,
     SERVER_KINDS,
     SERVICES_SCENARIOS,
+    SWARM_FLOOR_KINDS,
+    SWARM_HUB_KINDS,
+    SWARM_SCENARIOS,
 )
 from .services import SERVICES
+from .swarm import ensure_whole_swarm, remove_swarm_objects
 
 log = logging.getLogger("bench")
 
@@ -56,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=2.0, help="simulated poll interval, s (default 2)")
     parser.add_argument("--poll-rounds", type=int, default=5, help="poll intervals measured per pattern (default 5)")
     parser.add_argument("--servers", default="jupyter,light", help="server kinds (default jupyter,light)")
-    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="subset to run (default: all)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"subset to run (default: all but the swarm's: {', '.join(SWARM_SCENARIOS)})",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="measure each burst this often, keep the median")
     parser.add_argument("--retries", type=int, default=2, help="extra attempts for failed or disturbed bursts")
     parser.add_argument("--quiet-wait", type=float, default=300, help="most seconds to wait for a quiet machine")
@@ -73,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     client = docker.from_env()
     if args.clean:
+        remove_swarm_objects(client, "bench")
         remove_objects(client, "bench")
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -90,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if "multiuser-services" in scenarios and not MultiUserSpawner.class_traits(config=True).get("services"):
         # the hub would only warn about the unknown setting, and start notebooks without their services
         parser.error("multiuser-services: this MultiUserSpawner has no `services` setting")
+    if any(s in scenarios for s in SWARM_SCENARIOS):
+        ensure_whole_swarm(client)
     for image in (SINGLEUSER_IMAGE, POSTGRES_IMAGE, *(s.image for s in SERVICES if with_services)):
         client.images.get(image)  # fails early: nothing can be pulled here
 
@@ -118,10 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     poll: dict[str, Any] | None = None
     log.info("run %s; hub configurations and logs under %s", run, args.workdir)
     try:
-        for n in sizes:
+        for index, n in enumerate(sizes):
             jobs: list[Job] = [("db-floor", None)] if "db-floor" in scenarios else []
             for server in servers:
-                jobs += [(s, SERVER_KINDS[server]) for s in (*FLOOR_KINDS, *HUB_KINDS) if s in scenarios]
+                kinds = (*FLOOR_KINDS, *HUB_KINDS, *SWARM_FLOOR_KINDS, *SWARM_HUB_KINDS)
+                jobs += [(s, SERVER_KINDS[server]) for s in kinds if s in scenarios]
+            if index % 2:  # as passes alternate within a size: the scenario measured last runs first next time
+                jobs.reverse()
             bursts.update((b.key, b) for b in measure_interleaved(client, run, n, jobs, args))
         if "poll" in scenarios:
             log.info("polling %d servers ...", args.poll_servers)
@@ -129,14 +146,19 @@ def main(argv: list[str] | None = None) -> int:
                 poll_benchmark(client.api, f"{run}-poll", args.poll_servers, args.poll_interval, args.poll_rounds)
             )
     finally:
+        if any(s in scenarios for s in SWARM_SCENARIOS):
+            remove_swarm_objects(client, run)
         remove_objects(client, run)
 
     results["source_at_end"] = source_version()
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if results["source_at_end"] != results["source"]:
         log.warning(
             "the code changed during the run: %s at the start, %s at the end",
             *map(results.get, ("source", "source_at_end")),
         )
+    if any(s in scenarios for s in SWARM_SCENARIOS):
+        results["swarm"] = swarm_info(client)
     targets = evaluate(bursts, poll, sizes, servers)
     results.update(bursts=[b.summary() for b in ordered(bursts, sizes, servers)], poll=poll, targets=targets)
     machine = results["machine"]
@@ -147,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{machine['date']}: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory_gib']} GiB, "
         f"Docker {machine['docker_server']} ({machine['storage_driver']}, cgroup v{machine['cgroup_version']}), "
-        f"kernel {machine['kernel']}\n"
+        f"kernel {machine['kernel']}; load average {machine['load_average']} at the start, "
+        f"{results['load_average_at_end']} at the end\n"
     )
     print(results_table(bursts, sizes, servers))
     print("\n* other work used a noticeable share of the machine during this burst, in every attempt")
@@ -161,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(b.scenario in SERVICES_SCENARIOS for b in bursts.values()):
         print()
         print(services_table(bursts, sizes, servers))
+    if any(b.scenario in SWARM_SCENARIOS for b in bursts.values()):
+        print()
+        print(swarm_table(bursts, sizes, servers))
     if poll:
         print()
         print(poll_table(poll))
@@ -171,3 +197,19 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2, default=str))
         print(f"\nwrote {args.json}")
     return 0 if all(t["met"] is not False for t in targets if t["issue"]) else 1
+
+
+def swarm_info(client: docker.DockerClient) -> dict[str, Any]:
+    """The swarm's nodes, as the manager lists them: hostname, role, state, availability, engine version."""
+    return {
+        "nodes": [
+            {
+                "hostname": n["Description"]["Hostname"],
+                "role": n["Spec"]["Role"],
+                "state": n["Status"]["State"],
+                "availability": n["Spec"]["Availability"],
+                "engine": n["Description"]["Engine"]["EngineVersion"],
+            }
+            for n in client.api.nodes()
+        ]
+    }

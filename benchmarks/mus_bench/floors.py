@@ -28,9 +28,11 @@ from .services import PAIR_DATABASE, SIDECARS, Service
 
 class HubStub:
     """What a single-user server asks of its hub while it starts, and nothing more: ``GET /hub/api`` (its version
-    check, without which it exits) and ``POST .../activity``. Listens on the docker0 address, like the real hub."""
+    check, without which it exits) and ``POST .../activity``. Listens on the docker0 address, like the real hub,
+    unless given where to listen (``bind``: address and port) and the host name the servers reach it by
+    (``public_host``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: tuple[str, int] | None = None, public_host: str = "") -> None:
         version = jupyterhub.__version__
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,8 +55,8 @@ class HubStub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.ip = docker0_address()
-        self.port = free_port()
+        self.ip, self.port = bind or (docker0_address(), free_port())
+        self.public_host = public_host or self.ip
         self.server = ThreadingHTTPServer((self.ip, self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -68,7 +70,7 @@ class HubStub:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.ip}:{self.port}/hub/api"
+        return f"http://{self.public_host}:{self.port}/hub/api"
 
 
 def singleuser_environment(user: str, hub_api_url: str) -> dict[str, str]:

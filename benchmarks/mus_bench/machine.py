@@ -12,6 +12,7 @@ import platform
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ class Proc:
     comm: str
     kernel: bool
     container: str  # the id of the Docker container it runs in, or ""
+    cgroup: str = ""  # its /proc/PID/cgroup, for a meter that tells apart containers of nested engines
 
 
 def process_table() -> dict[int, Proc]:
@@ -59,6 +61,7 @@ def process_table() -> dict[int, Proc]:
             comm=stat[stat.index("(") + 1 : stat.rindex(")")],
             kernel=fields[1] in ("0", "2") and entry.name != "1",
             container=container.group(1) if container else "",
+            cgroup=cgroup,
         )
     return table
 
@@ -107,12 +110,23 @@ class CpuMeter:
     engine (with the helpers it ran and waited for: runc, iptables), by the benchmark's running containers (names
     starting with ``prefix-``), by all containers (anyone's, including processes and containers that ended: a
     spawner's helper containers, a database's initialisation), by kernel threads, and by everything else ("other":
-    work that is not the benchmark's and only disturbs it)."""
+    work that is not the benchmark's and only disturbs it).
 
-    def __init__(self, api: docker.APIClient, prefix: str, groups: dict[str, list[int]]):
+    ``classify``, when given, is asked first about every other process (after the burst): it returns the key a
+    process counts under (``"containers"``, ``"docker_engine"``, ...) or None to leave it to the rules above. The
+    Swarm scenarios use it for the engines of the swarm's workers, which run in containers of this machine."""
+
+    def __init__(
+        self,
+        api: docker.APIClient,
+        prefix: str,
+        groups: dict[str, list[int]],
+        classify: Callable[[Proc], str | None] | None = None,
+    ):
         self.api = api
         self.prefix = prefix
         self.groups = groups
+        self.classify = classify
         self._before: dict[int, Proc] = {}
         self._busy = 0.0
         self._steal = 0.0
@@ -139,8 +153,15 @@ class CpuMeter:
             before = self._before.get(pid)
             seen = before is not None and before.started == proc.started
             delta = proc.cpu - before.cpu if seen else proc.cpu
+            chosen = self.classify(proc) if self.classify and pid not in group_of else None
             if pid in group_of:
                 used[group_of[pid]] += delta
+            elif chosen == "docker_engine":
+                used[chosen] += delta + (proc.children - before.children if seen else proc.children)
+            elif chosen:
+                used[chosen] += delta
+                if chosen == "other" and delta > 0:
+                    others[proc.comm] = others.get(proc.comm, 0.0) + delta
             elif proc.container in ours and proc.container:
                 used["containers"] += delta
             elif proc.comm.startswith(ENGINE_COMMANDS) and not proc.container:
@@ -192,6 +213,7 @@ def machine_info(client: docker.DockerClient) -> dict[str, Any]:
     version, info = client.version(), client.info()
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # 1, 5 and 15 minutes, at the run's start
         "nproc": NCPU,
         "cpu_model": cpu_model.group(1).strip() if cpu_model else "",
         "memory_gib": round(mem_kb / 1024**2, 1),

@@ -15,7 +15,17 @@ from .floors import database_floor_burst, floor_burst
 from .hubs import hub_burst
 from .machine import disturbed, wait_for_quiet
 from .results import Burst, fmt
-from .scenarios import FLOOR_KINDS, RETURNING_SUFFIX, ROUNDS, SETTLE_SECONDS, SHORT_NAMES, ServerKind, burst_timeout
+from .scenarios import (
+    FLOOR_KINDS,
+    RETURNING_SUFFIX,
+    ROUNDS,
+    SETTLE_SECONDS,
+    SHORT_NAMES,
+    SWARM_SCENARIOS,
+    ServerKind,
+    burst_timeout,
+)
+from .swarm import remove_swarm_objects, swarm_floor_burst, swarm_hub_burst
 
 log = logging.getLogger("bench")
 
@@ -28,6 +38,10 @@ def measure(
     if scenario == "db-floor":
         return database_floor_burst(client.api, prefix, n, timeout)
     assert server is not None
+    if scenario == "swarm-floor":
+        return swarm_floor_burst(client, prefix, n, server, timeout)
+    if scenario in SWARM_SCENARIOS:
+        return swarm_hub_burst(scenario, prefix, n, server, workdir / prefix, client, timeout)
     if scenario in FLOOR_KINDS:
         return floor_burst(client.api, prefix, n, server, timeout, scenario)
     return hub_burst(scenario, prefix, n, server, workdir / prefix, client, timeout, args.multiuser_config)
@@ -86,6 +100,8 @@ def measure_attempt(
             f" (disturbed: {burst.cpu.get('other_top')})" if burst.disturbed else "",
             burst.error,
         )
+    if scenario in SWARM_SCENARIOS:
+        remove_swarm_objects(client, prefix)  # the next attempt's new users must find no volume on any node
     remove_objects(client, prefix)
     time.sleep(SETTLE_SECONDS)
     return rounds

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .scenarios import FLOOR_KINDS, FLOOR_OF, HUB_KINDS, RETURNING_SUFFIX, ROUNDS, SERVICES_SCENARIOS
+from .scenarios import (
+    FLOOR_KINDS,
+    FLOOR_OF,
+    HUB_KINDS,
+    RETURNING_SUFFIX,
+    ROUNDS,
+    SERVICES_SCENARIOS,
+    STOCK_OF,
+    SWARM_FLOOR_KINDS,
+    SWARM_HUB_KINDS,
+)
 from .services import SERVICES
+
+ALL_FLOORS = (*FLOOR_KINDS, *SWARM_FLOOR_KINDS)
+ALL_HUBS = (*HUB_KINDS, *SWARM_HUB_KINDS)
 
 
 @dataclass
@@ -29,6 +42,7 @@ class Burst:
     attempts: int = 1
     repeat_bursts: list[float] = field(default_factory=list)  # burst times of every undisturbed attempt
     discarded: list[dict[str, Any]] = field(default_factory=list)  # the other attempts
+    notes: dict[str, Any] = field(default_factory=dict)  # what else a scenario observed (e.g. servers per node)
 
     @property
     def label(self) -> str:
@@ -149,6 +163,7 @@ def evaluate(bursts: Bursts, poll: dict[str, Any] | None, sizes: list[int], serv
                         1.15,
                         diagnostic=True,
                     )
+                swarm_target(target, get, n, who)
                 if multi_services and n == 10:
                     services_floor = get("services-floor")
                     target(
@@ -162,6 +177,39 @@ def evaluate(bursts: Bursts, poll: dict[str, Any] | None, sizes: list[int], serv
         worst = max(entry["at_once_requests_max"], entry["spread_requests_max"]) if entry else None
         target(f"polling {poll['servers']} servers: Docker requests per interval", "-", worst, 2, "requests")
     return targets
+
+
+def swarm_target(target: Callable[..., None], get: Callable[[str], Burst | None], n: int, who: str) -> None:
+    """The Swarm targets: MultiUserSwarmSpawner within 1.15x of the floor (``docker service create`` of the same
+    specs, no hub) and ahead of DockerSpawner's SwarmSpawner (a ratio below 1)."""
+    ours, floor, stock = get("swarm-multiuser"), get("swarm-floor"), get("swarm-docker")
+    if ours is None:
+        return
+    server = ours.server
+    label = f"swarm, burst of {n}{who}: multiuser-swarm"
+    target(f"{label} / swarm floor", server, ratio(ours.burst, floor and floor.burst), 1.15)
+    target(
+        f"{label} / SwarmSpawner",
+        server,
+        ratio(ours.burst, stock and stock.burst),
+        1.0,
+    )
+    shared = get("swarm-multiuser-shared")
+    if shared is not None:
+        target(
+            f"{label} on one shared network / SwarmSpawner",
+            server,
+            ratio(shared.burst, stock and stock.burst),
+            1.0,
+            diagnostic=True,
+        )
+    target(
+        f"swarm, stop of {n}{who}: multiuser-swarm / swarm floor",
+        server,
+        ratio(ours.stop_all, floor and floor.stop_all),
+        1.2,
+        diagnostic=True,
+    )
 
 
 # -- tables ----------------------------------------------------------------------------------------------------------
@@ -188,13 +236,14 @@ def ordered(bursts: Bursts, sizes: list[int], servers: list[str]) -> list[Burst]
             if ("postgres", "db-floor" + suffix, n) in bursts:
                 out.append(bursts[("postgres", "db-floor" + suffix, n)])
             for server in servers:
-                keys = [(server, s + suffix, n) for s in (*FLOOR_KINDS, *HUB_KINDS)]
+                keys = [(server, s + suffix, n) for s in (*ALL_FLOORS, *ALL_HUBS)]
                 out.extend(bursts[key] for key in keys if key in bursts)
     return out
 
 
 def results_table(bursts: Bursts, sizes: list[int], servers: list[str]) -> str:
-    """Each hub scenario's burst and stop times against its floor (``FLOOR_OF``) and against DockerSpawner's."""
+    """Each hub scenario's burst and stop times against its floor (``FLOOR_OF``) and against the stock spawner's
+    (``STOCK_OF``: DockerSpawner, or on the swarm DockerSpawner's SwarmSpawner)."""
     lines = [
         "| server | scenario | N | median ready (s) | max ready (s) | burst (s) | stop all (s) "
         "| burst / floor | burst / docker | stop / floor |",
@@ -202,12 +251,11 @@ def results_table(bursts: Bursts, sizes: list[int], servers: list[str]) -> str:
     ]
     for b in ordered(bursts, sizes, servers):
         suffix = RETURNING_SUFFIX if b.returning else ""
-        hub_row = b.scenario in HUB_KINDS
+        hub_row = b.scenario in ALL_HUBS
         floor = bursts.get((b.server, FLOOR_OF[b.scenario] + suffix, b.n)) if hub_row else None
-        stock = bursts.get((b.server, "docker" + suffix, b.n))
+        stock = bursts.get((b.server, STOCK_OF[b.scenario] + suffix, b.n)) if b.scenario in STOCK_OF else None
         vs_floor = ratio(b.burst, floor and floor.burst) if hub_row else None
-        compared_with_docker = hub_row and b.scenario != "docker" and FLOOR_OF[b.scenario] == "floor"
-        vs_docker = ratio(b.burst, stock and stock.burst) if compared_with_docker else None
+        vs_docker = ratio(b.burst, stock and stock.burst) if stock else None
         stop_vs = ratio(b.stop_all, floor and floor.stop_all) if hub_row else None
         stop = "-" if b.scenario == "db-floor" else fmt(b.stop_all)
         name = b.label + (" *" if b.disturbed else "") + (f" (FAILED: {b.error[:80]})" if b.error else "")
@@ -298,6 +346,20 @@ def services_table(bursts: Bursts, sizes: list[int], servers: list[str]) -> str:
     columns = {f"{s.alias} ({s.preset}) up": f"{s.alias}_up" for s in SERVICES}
     columns["notebook server up"] = "server_up"
     return sidecar_table(bursts, sizes, servers, SERVICES_SCENARIOS, columns, "ready - last of all up")
+
+
+def swarm_table(bursts: Bursts, sizes: list[int], servers: list[str]) -> str:
+    """The swarm scenarios: where the servers ran, and when the last task was gone after the stop burst (the hubs'
+    stop times are the hub's answers; SwarmSpawner's stop answers before its task has stopped)."""
+    lines = ["| server | scenario | N | servers per node | stop: hub answered (s) | stop: last task gone (s) |"]
+    lines.append("|" + "---|" * 6)
+    for b in ordered(bursts, sizes, servers):
+        if not b.scenario.startswith("swarm-"):
+            continue
+        per_node = ", ".join(f"{node} {count}" for node, count in (b.notes.get("servers_per_node") or {}).items())
+        gone = b.notes.get("all_tasks_gone", b.stop_all if b.scenario == "swarm-floor" else None)
+        lines.append(f"| {b.server} | {b.label} | {b.n} | {per_node or '-'} | {fmt(b.stop_all)} | {fmt(gone)} |")
+    return "\n".join(lines)
 
 
 def target_table(targets: list[dict]) -> str:

@@ -19,7 +19,15 @@ SETTLE_SECONDS = 3.0  # pause after a scenario's clean-up, before the next one
 #: first burst, as an admin would before a class's first meeting.
 HUB_KINDS = ("docker", "multiuser", "multiuser-db", "multiuser-services", "multiuser-services-prepared")
 FLOOR_KINDS = ("floor", "pair-floor", "services-floor")
-ALL_SCENARIOS = (*FLOOR_KINDS, "db-floor", *HUB_KINDS, "poll")
+#: On the swarm the host's engine manages (``scripts/swarm up``): the floor (``docker service create`` directly),
+#: DockerSpawner's own SwarmSpawner, and MultiUserSwarmSpawner. Not part of a default run: they need a swarm.
+SWARM_FLOOR_KINDS = ("swarm-floor",)
+#: "swarm-multiuser-shared": ours without a private network per server, on one overlay shared by every server, as
+#: SwarmSpawner runs them: the same network design on both sides (a diagnostic).
+SWARM_HUB_KINDS = ("swarm-docker", "swarm-multiuser", "swarm-multiuser-shared")
+SWARM_SCENARIOS = (*SWARM_FLOOR_KINDS, *SWARM_HUB_KINDS)
+ALL_SCENARIOS = (*FLOOR_KINDS, "db-floor", *HUB_KINDS, "poll", *SWARM_SCENARIOS)
+DEFAULT_SCENARIOS = tuple(s for s in ALL_SCENARIOS if s not in SWARM_SCENARIOS)
 SERVICES_SCENARIOS = ("services-floor", "multiuser-services", "multiuser-services-prepared")
 # Each hub scenario's floor: the same containers started directly, which its burst and stop times are divided by.
 FLOOR_OF = {
@@ -28,6 +36,16 @@ FLOOR_OF = {
     "multiuser-db": "floor",
     "multiuser-services": "services-floor",
     "multiuser-services-prepared": "services-floor",
+    "swarm-docker": "swarm-floor",
+    "swarm-multiuser": "swarm-floor",
+    "swarm-multiuser-shared": "swarm-floor",
+}
+# The stock spawner each of ours is compared with, on the same engine.
+STOCK_OF = {
+    "multiuser": "docker",
+    "multiuser-db": "docker",
+    "swarm-multiuser": "swarm-docker",
+    "swarm-multiuser-shared": "swarm-docker",
 }
 # A class logs in on day one with new users (new volumes: new homes, databases to initialise), and on every later
 # day as returning users, whose volumes exist. Each scenario measures both, in that order, on the same volumes.
@@ -43,6 +61,10 @@ SHORT_NAMES = {
     "multiuser-db": "db",
     "multiuser-services": "ms",
     "multiuser-services-prepared": "mp",
+    "swarm-floor": "wf",
+    "swarm-docker": "wd",
+    "swarm-multiuser": "wm",
+    "swarm-multiuser-shared": "ws",
 }
 
 
