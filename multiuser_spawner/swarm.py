@@ -552,11 +552,16 @@ class TaskView:
         self.refreshes = 0
 
     async def latest(self, service_id: str, not_older_than: float = float("-inf")) -> dict[str, Any] | None:
+        return latest_task(await self.tasks(service_id, not_older_than))
+
+    async def tasks(self, service_id: str, not_older_than: float = float("-inf")) -> list[dict[str, Any]]:
+        """The service's tasks in a snapshot taken after ``not_older_than`` (or the one being taken): the spawns,
+        stops and polls of every server of the hub wait on the same list request."""
         if self._taken_at < max(not_older_than, time.monotonic() - self.max_age):
             if self._refresh_task is None or self._refresh_task.done():
                 self._refresh_task = asyncio.ensure_future(self._take_snapshot())
             await asyncio.shield(self._refresh_task)
-        return latest_task(self._by_service.get(service_id, []))
+        return self._by_service.get(service_id, [])
 
     def node(self, node_id: str) -> dict[str, Any] | None:
         return self._nodes.get(node_id)
@@ -814,7 +819,7 @@ class SwarmEngine:
         """The service's task once a node has it; raise with Swarm's reason as soon as it can never run."""
         deadline = time.monotonic() + self.assign_timeout
         while time.monotonic() < deadline:
-            task = latest_task(await self.gateway.tasks_of(service_id))
+            task = await self._fresh_task(service_id)
             if task is not None:
                 failure = task_failure(task)
                 if failure:
@@ -830,8 +835,8 @@ class SwarmEngine:
         await self.gateway.remove_service(service_id)
         deadline = time.monotonic() + (timeout if timeout is not None else self.stop_timeout + 30)
         while time.monotonic() < deadline:
-            # not filtered by service: Swarm no longer knows the service by then, but its tasks are still listed
-            if not [t for t in await self.gateway.all_tasks() if t.get("ServiceID") == service_id]:
+            # Swarm no longer knows the service by then, but its tasks are still listed until they are gone
+            if not await self.gateway.tasks_view.tasks(service_id, time.monotonic() - TASK_CHECK_INTERVAL):
                 return
             await asyncio.sleep(TASK_CHECK_INTERVAL)
         raise DockerGatewayError(f"the tasks of service {service_id} were still there {deadline:g} s after removal")
@@ -861,7 +866,11 @@ class SwarmEngine:
 
     async def task_of(self, name: str) -> dict[str, Any] | None:
         found = await self._ours(name)
-        return latest_task(await self.gateway.tasks_of(found["ID"])) if found is not None else None
+        return await self._fresh_task(found["ID"]) if found is not None else None
+
+    async def _fresh_task(self, service_id: str) -> dict[str, Any] | None:
+        """The service's newest task, from a task list no older than one check interval, shared by every spawn."""
+        return await self.gateway.tasks_view.latest(service_id, time.monotonic() - TASK_CHECK_INTERVAL)
 
     async def address(self, name: str, network: str, since: float) -> str:
         task = await self.task_of(name)
