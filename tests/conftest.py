@@ -12,7 +12,7 @@ import shutil
 
 import docker
 import pytest
-from swarmstack import swarm, swarm_stack  # noqa: F401  (the test swarm's fixtures, for every module)
+from swarmstack import cluster, swarm, swarm_stack, workers  # noqa: F401  (the test swarm's fixtures, for every module)
 
 from hubstack import POSTGRES_IMAGE, SINGLEUSER_IMAGE, HubStack, cleanup_prefix, dump_logs
 

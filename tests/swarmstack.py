@@ -3,11 +3,15 @@ engine in a container. Helpers to run ``docker`` on a worker, to find where a se
 fixture, which brings the swarm up on first use and back again whenever it is not whole (another test restarted
 dockerd, which stops the workers).
 
-``tests/conftest.py`` imports the fixtures, so every test module can ask for ``swarm``.
+Also :class:`Swarm`, the swarm as the Swarm spawner's tests see it through the manager's API, with its fixtures
+``cluster`` and ``workers``, and :func:`remove_swarm_objects`, which removes what a test hub left on every node.
+
+``tests/conftest.py`` imports the fixtures, so every test module can ask for ``swarm``, ``cluster`` and ``workers``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -204,3 +208,101 @@ def swarm(swarm_stack) -> SwarmStack:
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         _unavailable(f"the test swarm could not be brought back: {e}")
     return swarm_stack
+
+
+# -- the swarm as the Swarm spawner's tests see it: through the manager's API ------------------------------------
+
+
+class Swarm:
+    """The swarm the host's engine manages, and a way into each node's engine."""
+
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+        self.api = client.api
+        info = client.info()["Swarm"]
+        if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
+            _unavailable("the host's Docker engine is not a swarm manager (docker swarm init, or scripts/swarm up)")
+        self.manager_id = info["NodeID"]
+
+    def nodes(self) -> list[dict]:
+        return [n for n in self.api.nodes() if n["Status"]["State"] == "ready"]
+
+    def hostname(self, node_id: str) -> str:
+        return self.api.inspect_node(node_id)["Description"]["Hostname"]
+
+    def engine_run(self, node_id: str, args: list[str]) -> subprocess.CompletedProcess:
+        """Run ``docker ARGS`` against the engine of a node: the host's for the manager, the worker's (a
+        Docker-in-Docker container on this host, found by its host name) for a worker."""
+        if node_id == self.manager_id:
+            command = ["docker", *args]
+        else:
+            command = ["docker", "exec", "-i", self.worker_container(node_id).name, "docker", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    def worker_container(self, node_id: str):
+        """The Docker-in-Docker container on this host that is the worker ``node_id``, found by its host name."""
+        hostname = self.hostname(node_id)
+        (worker,) = [c for c in self.client.containers.list() if c.attrs["Config"]["Hostname"] == hostname]
+        return worker
+
+    def task(self, service: str) -> dict:
+        tasks = self.api.tasks(filters={"service": service})
+        return max(tasks, key=lambda t: t["CreatedAt"])
+
+    def exec_in_service(self, service: str, command: str) -> tuple[int, str]:
+        """Run a shell command in the running task of ``service``, on whichever node it is."""
+        task = self.task(service)
+        container = task["Status"]["ContainerStatus"]["ContainerID"]
+        done = self.engine_run(task["NodeID"], ["exec", container, "sh", "-c", command])
+        return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_client, swarm_stack) -> Swarm:
+    """The swarm, brought up (``scripts/swarm up``) when it is not whole."""
+    swarm_stack.ensure()
+    return Swarm(docker_client)
+
+
+@pytest.fixture(scope="module")
+def workers(cluster) -> list[str]:
+    """The ready worker nodes; two or more are needed to show users spread and pinned across hosts."""
+    found = [n["ID"] for n in cluster.nodes() if n["ID"] != cluster.manager_id]
+    if len(found) < 2:
+        _unavailable(f"the swarm has {len(found)} ready worker(s); `scripts/swarm up` adds two")
+    return found
+
+
+def remove_swarm_objects(cluster: Swarm, prefix: str) -> None:
+    """Services, networks and volume records named ``prefix-*``, and the volumes the tasks made on each node."""
+    api = cluster.api
+    removed = set()
+    for service in api.services():
+        if service["Spec"]["Name"].startswith(f"{prefix}-"):
+            api.remove_service(service["ID"])
+            removed.add(service["ID"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(t["ServiceID"] in removed for t in api.tasks()):
+        time.sleep(0.5)
+    for config in api.configs():
+        if config["Spec"]["Name"].startswith(f"{prefix}-"):
+            api.remove_config(config["ID"])
+    for node in cluster.nodes():
+        for _ in range(60):  # the tasks' containers leave a moment after their services
+            # the users' volumes (prefix-...) and the hub's volume of a shared export's root (prefix_...)
+            found = cluster.engine_run(node["ID"], ["volume", "ls", "-q", "--filter", f"name={prefix}"])
+            listed = [v for v in found.stdout.split() if v.startswith((f"{prefix}-", f"{prefix}_"))]
+            if not listed:
+                break
+            if cluster.engine_run(node["ID"], ["volume", "rm", "-f", *listed]).returncode == 0:
+                break
+            time.sleep(1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # a network is in use until the last task's endpoint has left it
+        left = [n for n in api.networks() if n["Name"].startswith(f"{prefix}-")]
+        if not left:
+            break
+        for network in left:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_network(network["Id"])
+        time.sleep(0.5)

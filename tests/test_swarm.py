@@ -15,7 +15,6 @@ the notebooks reach the hub by the container's name there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import IN_CI, _unavailable, new_prefix
+from conftest import IN_CI, new_prefix
+from swarmstack import Swarm, remove_swarm_objects
 from test_oom_notice import EXHAUST_MEMORY
 
 from hubstack import POSTGRES_IMAGE, SINGLEUSER_IMAGE, HubStack, cleanup_prefix, spawn_failure_message, wait_until
@@ -38,69 +38,6 @@ pytestmark = pytest.mark.docker
 
 LABEL_USER = "org.multiuser-spawner.user"
 LABEL_NODE = "org.multiuser-spawner.node"
-
-
-# -- the swarm ------------------------------------------------------------------------------------------------------
-
-
-class Swarm:
-    """The swarm the host's engine manages, and a way into each node's engine."""
-
-    def __init__(self, client: docker.DockerClient):
-        self.client = client
-        self.api = client.api
-        info = client.info()["Swarm"]
-        if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
-            _unavailable("the host's Docker engine is not a swarm manager (docker swarm init, or scripts/swarm up)")
-        self.manager_id = info["NodeID"]
-
-    def nodes(self) -> list[dict]:
-        return [n for n in self.api.nodes() if n["Status"]["State"] == "ready"]
-
-    def hostname(self, node_id: str) -> str:
-        return self.api.inspect_node(node_id)["Description"]["Hostname"]
-
-    def engine_run(self, node_id: str, args: list[str]) -> subprocess.CompletedProcess:
-        """Run ``docker ARGS`` against the engine of a node: the host's for the manager, the worker's (a
-        Docker-in-Docker container on this host, found by its host name) for a worker."""
-        if node_id == self.manager_id:
-            command = ["docker", *args]
-        else:
-            command = ["docker", "exec", "-i", self.worker_container(node_id).name, "docker", *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-    def worker_container(self, node_id: str):
-        """The Docker-in-Docker container on this host that is the worker ``node_id``, found by its host name."""
-        hostname = self.hostname(node_id)
-        (worker,) = [c for c in self.client.containers.list() if c.attrs["Config"]["Hostname"] == hostname]
-        return worker
-
-    def task(self, service: str) -> dict:
-        tasks = self.api.tasks(filters={"service": service})
-        return max(tasks, key=lambda t: t["CreatedAt"])
-
-    def exec_in_service(self, service: str, command: str) -> tuple[int, str]:
-        """Run a shell command in the running task of ``service``, on whichever node it is."""
-        task = self.task(service)
-        container = task["Status"]["ContainerStatus"]["ContainerID"]
-        done = self.engine_run(task["NodeID"], ["exec", container, "sh", "-c", command])
-        return done.returncode, done.stdout + done.stderr
-
-
-@pytest.fixture(scope="module")
-def cluster(docker_client, swarm_stack) -> Swarm:
-    """The swarm, brought up (``scripts/swarm up``) when it is not whole."""
-    swarm_stack.ensure()
-    return Swarm(docker_client)
-
-
-@pytest.fixture(scope="module")
-def workers(cluster) -> list[str]:
-    """The ready worker nodes; two or more are needed to show users spread and pinned across hosts."""
-    found = [n["ID"] for n in cluster.nodes() if n["ID"] != cluster.manager_id]
-    if len(found) < 2:
-        _unavailable(f"the swarm has {len(found)} ready worker(s); `scripts/swarm up` adds two")
-    return found
 
 
 # -- a hub in a container's network namespace on the manager --------------------------------------------------------
@@ -173,41 +110,6 @@ class SwarmHubs:
         for hub in self.hubs:
             remove_swarm_objects(cluster, hub.prefix)
             cleanup_prefix(self.client, hub.prefix)
-
-
-def remove_swarm_objects(cluster: Swarm, prefix: str) -> None:
-    """Services, networks and volume records named ``prefix-*``, and the volumes the tasks made on each node."""
-    api = cluster.api
-    removed = set()
-    for service in api.services():
-        if service["Spec"]["Name"].startswith(f"{prefix}-"):
-            api.remove_service(service["ID"])
-            removed.add(service["ID"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(t["ServiceID"] in removed for t in api.tasks()):
-        time.sleep(0.5)
-    for config in api.configs():
-        if config["Spec"]["Name"].startswith(f"{prefix}-"):
-            api.remove_config(config["ID"])
-    for node in cluster.nodes():
-        for _ in range(60):  # the tasks' containers leave a moment after their services
-            # the users' volumes (prefix-...) and the hub's volume of a shared export's root (prefix_...)
-            found = cluster.engine_run(node["ID"], ["volume", "ls", "-q", "--filter", f"name={prefix}"])
-            listed = [v for v in found.stdout.split() if v.startswith((f"{prefix}-", f"{prefix}_"))]
-            if not listed:
-                break
-            if cluster.engine_run(node["ID"], ["volume", "rm", "-f", *listed]).returncode == 0:
-                break
-            time.sleep(1)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # a network is in use until the last task's endpoint has left it
-        left = [n for n in api.networks() if n["Name"].startswith(f"{prefix}-")]
-        if not left:
-            break
-        for network in left:
-            with contextlib.suppress(docker.errors.APIError):
-                api.remove_network(network["Id"])
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
