@@ -1,9 +1,14 @@
-"""The hub's configuration in a container, for ``deploy/compose.yaml`` (see docs/compose.md).
+"""The hub's configuration in a container, for ``deploy/compose.yaml`` (one Docker host, see docs/compose.md) and
+``deploy/stack.yaml`` (a Docker Swarm, see docs/swarm.md).
 
-Compose mounts this file into the hub's container; edit it, then ``docker compose restart hub``. Settings that
-differ between sites come from the environment, set in compose.yaml or an ``.env`` file beside it:
+Compose (or ``docker stack deploy``) mounts this file into the hub's container; edit it, then restart the hub.
+Settings that differ between sites come from the environment, set in compose.yaml or an ``.env`` file beside it
+(stack.yaml: the deploying shell's environment):
 
-- ``HUB_CONTAINER_NAME``: the hub container's name (compose.yaml sets it from ``container_name``);
+- ``MUS_SPAWNER``: ``multiuser`` (the default: users' containers on this Docker host) or ``multiuser-swarm``
+  (users' services anywhere on the swarm; stack.yaml sets it);
+- ``HUB_CONTAINER_NAME``: the hub container's name (compose.yaml sets it from ``container_name``; on a swarm the hub
+  launcher, ``multiuser_spawner.hub_launcher``, names the container it runs the hub in);
 - ``GITHUB_CLIENT_ID``, ``GITHUB_CLIENT_SECRET``, ``OAUTH_CALLBACK_URL``: the GitHub OAuth app users log in with;
 - ``GITHUB_ALLOWED_ORGANIZATIONS``, ``HUB_ALLOWED_USERS``, ``HUB_ADMIN_USERS``: comma-separated GitHub organisations
   whose members may log in, GitHub accounts that may log in, and the hub's admins among them;
@@ -17,6 +22,9 @@ import os
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
+spawner_class = os.environ.get("MUS_SPAWNER", "multiuser")
+if spawner_class not in ("multiuser", "multiuser-swarm"):
+    raise ValueError(f"MUS_SPAWNER is {spawner_class!r}: it must be multiuser (one host) or multiuser-swarm")
 hub_container = os.environ.get("HUB_CONTAINER_NAME", "jupyterhub")
 
 # -- the hub's own state: on the volume compose mounts on /srv/jupyterhub/data, so it outlives the container --------
@@ -27,7 +35,8 @@ c.ConfigurableHTTPProxy.pid_file = "/srv/jupyterhub/data/jupyterhub-proxy.pid"
 # -- networking -----------------------------------------------------------------------------------------------------
 # The proxy (started by the hub, in this container) serves users on port 8000; compose publishes it.
 c.JupyterHub.bind_url = "http://:8000"
-# The hub joins each server's private network, where the notebook reaches it by this container's name.
+# The hub joins each server's private network (on a swarm: its overlay), where the notebook reaches it by this
+# container's name.
 c.MultiUserSpawner.hub_container_name = hub_container
 c.JupyterHub.hub_ip = "0.0.0.0"
 c.JupyterHub.hub_connect_ip = hub_container
@@ -68,7 +77,7 @@ if admin_api_token:
     ]
 
 # -- the users' servers ---------------------------------------------------------------------------------------------
-c.JupyterHub.spawner_class = "multiuser"
+c.JupyterHub.spawner_class = spawner_class
 c.MultiUserSpawner.prefix = os.environ.get("MUS_PREFIX", "jupyter")
 c.MultiUserSpawner.image = os.environ.get("MUS_SINGLEUSER_IMAGE", "multiuser-spawner/singleuser:latest")
 c.Spawner.start_timeout = 180
