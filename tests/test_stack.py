@@ -1,8 +1,9 @@
-"""The hub on a swarm as deploy/stack.yaml runs it: ``docker stack deploy`` puts the hub image's container on the
-manager, with its proxy's port published on the manager; a user logs in through that port, their notebook runs as a
-Swarm service on a worker, they reach it through the proxy, and the notebook reaches the hub by its stable name on
-its overlay, also after the hub's task is replaced by a new one (whose container has another name). ``docker stack
-rm`` then removes the stack's service, network and container, and keeps the hub's volume.
+"""The hub on a swarm as deploy/stack.yaml runs it: ``docker stack deploy`` puts the hub launcher on the manager,
+which runs the hub in a plain container beside itself, its proxy's port published on the manager; a user logs in
+through that port, their notebook runs as a Swarm service on a worker, they reach it through the proxy, and the
+notebook calls the hub by its container's name on its overlay, also after the launcher's task is replaced by a new
+one (with a new hub container, which joins the overlay again). ``docker stack rm`` then removes the stack's service
+and the hub's container, and keeps the hub's volume.
 
 The deployment's own configuration (deploy/jupyterhub_config.py, switched to the swarm by stack.yaml) runs as it is;
 a second compose file, as a site would add one, loads it and changes only the authenticator (a password instead of
@@ -304,8 +305,8 @@ def test_a_user_logs_in_and_reaches_a_notebook_on_a_worker_through_the_stacks_hu
     assert not docker_client.services.list(filters={"name": service})
     assert not docker_client.networks.list(names=[network])
 
-    # docker stack rm: the launcher's service and the stack's network go, and the hub's container with them; the
-    # hub's data stays on its volume
+    # docker stack rm: the launcher's service goes, and the hub's container with it; the hub's data stays on its
+    # volume
     assert docker_cli("stack", "rm", stack.name).returncode == 0
     stack.wait_until(lambda: not stack_objects(docker_client, stack.name), 120, "docker stack rm left objects behind")
     (volume,) = docker_client.volumes.list(filters={"label": f"{STACK_LABEL}={stack.name}"})
