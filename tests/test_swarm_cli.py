@@ -14,8 +14,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from swarmstack import docker_cli
-from test_swarm import cluster, remove_swarm_objects, swarm_hubs, workers  # noqa: F401 (fixtures)
+from swarmstack import docker_cli, remove_swarm_objects
+from test_swarm import swarm_hubs  # noqa: F401 (a fixture)
 
 from hubstack import SINGLEUSER_IMAGE, HubStack
 from multiuser_spawner import names
