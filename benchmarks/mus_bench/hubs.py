@@ -89,18 +89,24 @@ def hub_config(kind: str, prefix: str, n: int, server: ServerKind, multiuser_ext
         c.MultiUserSpawner.database_image = {POSTGRES_IMAGE!r}
         """
         wrapper = TIMING_WRAPPER.format(module="multiuser_spawner", cls="MultiUserSpawner")
-    spawner += f"""
+    spawner += server_config(section, server)
+    services = services_config() if kind.startswith("multiuser-services") else ""
+    extra = f"\n{multiuser_extra}\n" if section == "MultiUserSpawner" and multiuser_extra else ""
+    return textwrap.dedent(common) + textwrap.dedent(spawner) + services + extra + wrapper
+
+
+def server_config(section: str, server: ServerKind) -> str:
+    """The single-user server's image, limits and command, the same for every spawner compared."""
+    config = f"""
         c.{section}.image = {SINGLEUSER_IMAGE!r}
         c.{section}.cpu_limit = {CPU_LIMIT!r}
         c.{section}.mem_limit = "1G"
         """
     if server.command:
-        spawner += f"""
+        config += f"""
         c.{section}.cmd = {server.command!r}
         """
-    services = services_config() if kind.startswith("multiuser-services") else ""
-    extra = f"\n{multiuser_extra}\n" if section == "MultiUserSpawner" and multiuser_extra else ""
-    return textwrap.dedent(common) + textwrap.dedent(spawner) + services + extra + wrapper
+    return config
 
 
 class HubDriver:

@@ -39,7 +39,7 @@ from hubstack import SINGLEUSER_IMAGE, HubStack
 
 from .containers import docker_time, remove_objects
 from .floors import HubStub, singleuser_environment
-from .hubs import COMMON_HUB_CONFIG, TIMING_WRAPPER, HubDriver, hub_phases
+from .hubs import COMMON_HUB_CONFIG, TIMING_WRAPPER, HubDriver, hub_phases, server_config
 from .machine import CpuMeter, Proc, wait_for_quiet
 from .probes import server_answers, wait_until
 from .results import Burst
@@ -445,15 +445,7 @@ def swarm_hub_config(kind: str, prefix: str, n: int, server: ServerKind, holder:
         c.MultiUserSpawner.network_name = {shared_network(prefix)!r}
         """
         wrapper = TIMING_WRAPPER.format(module="multiuser_spawner.swarm_spawner", cls="MultiUserSwarmSpawner")
-    spawner += f"""
-        c.{section}.image = {SINGLEUSER_IMAGE!r}
-        c.{section}.cpu_limit = {CPU_LIMIT!r}
-        c.{section}.mem_limit = "1G"
-        """
-    if server.command:
-        spawner += f"""
-        c.{section}.cmd = {server.command!r}
-        """
+    spawner += server_config(section, server)
     return textwrap.dedent(common) + textwrap.dedent(spawner) + wrapper
 
 
