@@ -3,6 +3,7 @@ look inside the containers it makes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -251,11 +252,16 @@ def cleanup_prefix(client: docker.DockerClient, prefix: str) -> None:
 
 
 def dump_logs(client: docker.DockerClient, prefix: str) -> str:
+    """The last log lines of the prefix's containers, for a failed test's report; what went wrong instead when the
+    engine cannot be asked (a test that stopped it failed): the report must never end the whole run."""
     out = []
-    for c in client.containers.list(all=True, filters={"name": f"{prefix}-"}):
-        if c.name.startswith(f"{prefix}-"):
-            logs = c.logs(tail=40).decode("utf-8", "replace")
-            out.append(f"----- container {c.name} ({c.status}) -----\n{logs}")
+    try:
+        for c in client.containers.list(all=True, filters={"name": f"{prefix}-"}):
+            if c.name.startswith(f"{prefix}-"):
+                logs = c.logs(tail=40).decode("utf-8", "replace")
+                out.append(f"----- container {c.name} ({c.status}) -----\n{logs}")
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        out.append(f"(the containers' logs could not be read: {e})")
     return "\n".join(out)
 
 
@@ -322,11 +328,24 @@ def stop_dockerd(timeout: float = 90) -> list[bytes]:
     cmdline[0] = os.readlink(f"/proc/{pid}/exe").encode()  # started by a bare name, perhaps: use the real path
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}"):
+    while not _exited(pid):
         if time.monotonic() > deadline:
             raise AssertionError(f"dockerd (pid {pid}) did not stop in {timeout} s")
         time.sleep(0.2)
     return cmdline
+
+
+def _exited(pid: int) -> bool:
+    """Whether the process has ended. A dockerd that :func:`start_dockerd` started earlier in this run is this
+    process's child: once it ends it stays a zombie (its /proc entry remains) until it is reaped here."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def start_dockerd(cmdline: list[bytes], timeout: float = 90) -> None:
