@@ -7,8 +7,9 @@ a user and an admin would: the user can spawn, their files and rows are there, a
 ``multiuser-spawner gc --yes`` leaves none of the hub's containers and networks behind.
 
 The engine stopping mid-spawn is one test that holds two spawns in their steps and stops the engine once for both
-(and for a running server); like ``test_faults.py``'s engine restart, it stops every container on the machine. The
-outcomes are summed up in docs/operations.md ("Faults during a spawn").
+(and for a running server): stopping the engine mid-spawn stops every container on the machine, and can leave Docker
+20.10 unable to start again, so it runs only when asked (``MUS_STOP_DOCKER_ENGINE=1``). The outcomes are summed up
+in docs/operations.md ("Faults during a spawn").
 """
 
 from __future__ import annotations
@@ -192,6 +193,16 @@ def open_gate(client: docker.DockerClient, volume: str, path: str) -> None:
     )
 
 
+# Opt-in: stopping the engine while a spawn removes its network can leave dockerd 20.10 unable to start again
+# (a panic in libnetwork's reservePools on the half-removed network, see docs/operations.md): it happened in one of
+# eight runs here, and a machine whose engine does not start fails every test after it.
+ENGINE_STOPS_ALLOWED = pytest.mark.skipif(
+    os.environ.get("MUS_STOP_DOCKER_ENGINE") != "1",
+    reason="stops the machine's Docker engine mid-spawn: run with MUS_STOP_DOCKER_ENGINE=1 on a machine of its own",
+)
+
+
+@ENGINE_STOPS_ALLOWED
 def test_docker_engine_stopping_mid_spawn_and_under_a_running_server(make_hub, docker_client):
     hub = make_hub(
         {"running": [], "waits-service": ["held-service"], "waits-notebook": ["held-notebook"]}, ENGINE_CONFIG
