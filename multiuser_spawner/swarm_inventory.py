@@ -30,7 +30,7 @@ from .swarm import (
     task_failure,
     task_state,
 )
-from .swarm_jobs import run_job, volume_removal_job
+from .swarm_jobs import remove_volume_on_node
 
 #: ``c.JupyterHub.spawner_class`` values that put a hub on a swarm (its entry point and class paths)
 SWARM_SPAWNER_NAMES = frozenset(
@@ -44,7 +44,6 @@ SWARM_SPAWNER_NAMES = frozenset(
 REMOVAL_TIMEOUT = 60
 CHECK_INTERVAL = 0.25
 #: how long the one-shot task that removes a volume on its node may take (it waits for the volume to be free)
-VOLUME_REMOVAL_TIMEOUT = 120
 
 
 class NotAManager(DockerGatewayError):
@@ -310,8 +309,5 @@ async def _remove_volume(gateway: SwarmGateway, plan: VolumeRemoval, job_image: 
     volume = plan.volume
     if plan.action == REMOVE_ON_NODE:
         owner = names.Owner(hub=volume.hub, user=volume.user, user_id=volume.user_id, user_created=volume.user_created)
-        job = volume_removal_job(volume.name, plan.node_id, job_image, owner)
-        exit_code, output = await run_job(gateway, job, VOLUME_REMOVAL_TIMEOUT)
-        if exit_code != 0:
-            raise DockerGatewayError(output.strip() or f"the removal on the node exited {exit_code}")
+        await remove_volume_on_node(gateway, volume.name, plan.node_id, job_image, owner)
     await gateway.remove_record(volume.name)

@@ -14,7 +14,8 @@ import hashlib
 import json
 
 from . import names
-from .swarm import Job, Placement, job_service_spec, run_job
+from .docker_gateway import DockerGatewayError
+from .swarm import Job, Placement, SwarmGateway, job_service_spec, run_job
 
 #: where a node's engine listens, as seen from a task on that node
 NODE_DOCKER_SOCKET = "/var/run/docker.sock"
@@ -22,7 +23,10 @@ NODE_DOCKER_SOCKET = "/var/run/docker.sock"
 #: thing on every node
 DOCKER_SOCKET_MOUNT = {"Type": "bind", "Source": NODE_DOCKER_SOCKET, "Target": NODE_DOCKER_SOCKET}
 
-__all__ = ["Job", "job_service_spec", "oom_check_job", "run_job", "volume_removal_job"]
+#: seconds a node may take to remove a volume (its job's image is already there)
+VOLUME_REMOVAL_TIMEOUT = 120
+
+__all__ = ["Job", "job_service_spec", "oom_check_job", "remove_volume_on_node", "run_job", "volume_removal_job"]
 
 
 # -- removing a volume on its node ----------------------------------------------------------------------------------
@@ -136,3 +140,14 @@ def volume_removal_job(volume: str, node_id: str, image: str, owner: names.Owner
         placement=Placement(pinned_node=node_id),
         mounts=(DOCKER_SOCKET_MOUNT,),
     )
+
+
+async def remove_volume_on_node(
+    gateway: SwarmGateway, volume: str, node_id: str, image: str, owner: names.Owner
+) -> None:
+    """Remove ``volume`` on its node with :func:`volume_removal_job`; raise, with what the node said, when it
+    stays (not the owner's, or the removal failed)."""
+    job = volume_removal_job(volume, node_id, image, owner)
+    exit_code, output = await run_job(gateway, job, VOLUME_REMOVAL_TIMEOUT)
+    if exit_code != 0:
+        raise DockerGatewayError(output.strip() or f"the removal on the node exited {exit_code}")

@@ -31,14 +31,12 @@ from .swarm import (
     task_failure,
     task_state,
 )
-from .swarm_jobs import NOT_OOM_KILLED, OOM_KILLED, oom_check_job, run_job, volume_removal_job
+from .swarm_jobs import NOT_OOM_KILLED, OOM_KILLED, oom_check_job, remove_volume_on_node, run_job
 from .tcp import accepts_tcp, connect_intervals
 
 STATE_NODE = "swarm_node"
 #: how fresh "does the notebook's task still run" must be while waiting for it to listen (one shared list)
 TASK_STATE_INTERVAL = 0.5
-#: seconds a node may take to remove a deleted user's volume (its task's image is already there)
-VOLUME_REMOVAL_TIMEOUT = 120
 OOM_CHECK_TIMEOUT = 60
 #: what a container killed by its memory limit exits with (128 + SIGKILL), as a plain kill does too
 OOM_EXIT_CODE = 137
@@ -292,16 +290,10 @@ class MultiUserSwarmSpawner(MultiUserSpawner):
         node_id = labels.get(LABEL_NODE, "")
         if node_id:  # else no task ever made it, or it is on shared storage, which is the admin's to clear
             where = f"volume {volume} on node {labels.get(LABEL_NODE_NAME) or node_id}"
-            job = volume_removal_job(volume, node_id, self.image, owner)
             try:
-                exit_code, output = await run_job(self.gateway, job, VOLUME_REMOVAL_TIMEOUT)
+                await remove_volume_on_node(self.gateway, volume, node_id, self.image, owner)
             except DockerGatewayError as e:
                 self.log.warning("Could not remove %s of %s: %s", where, self._log_name, e)
-                return ""
-            if exit_code != 0:
-                self.log.warning(
-                    "Could not remove %s of %s: %s", where, self._log_name, output.strip() or f"exit code {exit_code}"
-                )
                 return ""
         await self.gateway.remove_record(record["ID"])
         return f"volume {volume}" + (f" on node {labels.get(LABEL_NODE_NAME) or node_id}" if node_id else "")
