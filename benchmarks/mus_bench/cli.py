@@ -50,7 +50,7 @@ from .scenarios import (
     SWARM_SCENARIOS,
 )
 from .services import SERVICES
-from .swarm import ensure_whole_swarm, remove_swarm_objects
+from .swarm import ensure_whole_swarm, remove_swarm_objects, swarm_constraints
 
 log = logging.getLogger("bench")
 
@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         help="configuration lines appended to the MultiUserSpawner hubs' config, to try a setting (diagnostic)",
     )
     parser.add_argument("--multiuser-config-file", type=Path, help="a file of such lines (see benchmarks/experiments)")
+    parser.add_argument(
+        "--swarm-constraints",
+        default="",
+        help="Swarm placement constraints, comma-separated, given to every swarm scenario alike (the floor's "
+        "services, SwarmSpawner and MultiUserSwarmSpawner), e.g. node.role==worker (default: none)",
+    )
     parser.add_argument("--clean", action="store_true", help="only remove leftovers of earlier runs (bench-*)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "mem_limit": MEM_LIMIT,
             "floor_probe_interval_s": HTTP_CHECK_INTERVAL,
             "multiuser_config": args.multiuser_config,
+            "swarm_constraints": swarm_constraints(args.swarm_constraints),
         },
     }
     if with_services:

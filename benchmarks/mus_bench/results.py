@@ -278,7 +278,8 @@ def phase_table(bursts: Bursts, sizes: list[int], servers: list[str]) -> str:
     ]
 
     for b in ordered(bursts, sizes, servers):
-        if b.scenario == "db-floor" or not b.phases:
+        # a failed burst's timelines may lack its start, and would read as hours
+        if b.scenario == "db-floor" or not b.phases or b.error:
             continue
         phases = b.phases.values()
         lag = [b.ready[u] - p["server_up"] for u, p in b.phases.items() if "server_up" in p and u in b.ready]

@@ -267,12 +267,19 @@ def check_swarm_unchanged(result: Burst, api: docker.APIClient) -> None:
 
 
 def floor_service_spec(
-    prefix: str, user: str, server: ServerKind, network_id: str, hub_api_url: str, node: str
+    prefix: str,
+    user: str,
+    server: ServerKind,
+    network_id: str,
+    hub_api_url: str,
+    node: str,
+    constraints: list[str],
 ) -> dict[str, Any]:
     """docker-py's ``create_service`` arguments for one user's notebook: what MultiUserSwarmSpawner asks Swarm for
     a server without services (image, environment, home volume, init, capabilities, limits, restart condition,
     ``dnsrr`` endpoint, the server's overlay), written out here, not built by the spawner's code. ``node``: the
-    node the user's home volume lives on (a returning user), or "" (a new user: the scheduler places it)."""
+    node the user's home volume lives on (a returning user), or "" (a new user: the scheduler places it);
+    ``constraints``: the run's placement constraints, given to every scenario alike."""
     container: dict[str, Any] = {
         "Image": SINGLEUSER_IMAGE,
         "Env": [f"{k}={v}" for k, v in singleuser_environment(user, hub_api_url).items()],
@@ -294,7 +301,7 @@ def floor_service_spec(
                 "Reservations": {},
             },
             "RestartPolicy": {"Condition": "none"},
-            "Placement": {"Constraints": [f"node.id=={node}"]} if node else {},
+            "Placement": {"Constraints": [*constraints, *([f"node.id=={node}"] if node else [])]},
             "Networks": [{"Target": network_id}],
         },
     }
@@ -331,7 +338,7 @@ def remove_network_when_free(api: docker.APIClient, network: str, timeout: float
 
 
 def swarm_floor_burst(
-    client: docker.DockerClient, prefix: str, n: int, server: ServerKind, timeout: float
+    client: docker.DockerClient, prefix: str, n: int, server: ServerKind, timeout: float, constraints: list[str]
 ) -> list[Burst]:
     """The floor: N users' servers made at once with docker-py (no hub), then removed; then the same users once more,
     each on the node that holds their home volume."""
@@ -341,7 +348,7 @@ def swarm_floor_burst(
         with stub:
             nodes: dict[str, str] = {}
             return [
-                swarm_floor_round(client, prefix, n, server, timeout, holder, stub, returning, nodes)
+                swarm_floor_round(client, prefix, n, server, timeout, holder, stub, returning, nodes, constraints)
                 for returning in ROUNDS
             ]
     finally:
@@ -358,6 +365,7 @@ def swarm_floor_round(
     stub: HubStub,
     returning: bool,
     nodes: dict[str, str],
+    constraints: list[str],
 ) -> Burst:
     api = client.api
     result = Burst("swarm-floor", server.name, n, returning)
@@ -371,7 +379,7 @@ def swarm_floor_round(
         network = f"{prefix}-{user}_net"
         created = api.create_network(network, driver="overlay", attachable=True, check_duplicate=True)
         api.connect_container_to_network(holder.name, created["Id"])
-        spec = floor_service_spec(prefix, user, server, created["Id"], stub.api_url, nodes.get(user, ""))
+        spec = floor_service_spec(prefix, user, server, created["Id"], stub.api_url, nodes.get(user, ""), constraints)
         services[user] = api.create_service(**spec)["ID"]
         task = running_task_address(api, services[user], network, t0 + timeout)
         nodes.setdefault(user, task["node"])
@@ -418,8 +426,11 @@ def swarm_floor_round(
 # -- the hubs -----------------------------------------------------------------------------------------------------
 
 
-def swarm_hub_config(kind: str, prefix: str, n: int, server: ServerKind, holder: HubContainer, timeout: int) -> str:
-    """Each spawner with its own settings for the same servers: image, limits, command, the prefix of its names."""
+def swarm_hub_config(
+    kind: str, prefix: str, n: int, server: ServerKind, holder: HubContainer, timeout: int, constraints: list[str]
+) -> str:
+    """Each spawner with its own settings for the same servers: image, limits, command, the prefix of its names,
+    and the run's placement constraints."""
     common = COMMON_HUB_CONFIG.format(limit=max(100, 2 * n), timeout=timeout)
     if kind == "swarm-docker":
         section = "SwarmSpawner"
@@ -445,8 +456,21 @@ def swarm_hub_config(kind: str, prefix: str, n: int, server: ServerKind, holder:
         c.MultiUserSpawner.network_name = {shared_network(prefix)!r}
         """
         wrapper = TIMING_WRAPPER.format(module="multiuser_spawner.swarm_spawner", cls="MultiUserSwarmSpawner")
+    if constraints and kind == "swarm-docker":
+        spawner += f"""
+        c.SwarmSpawner.extra_placement_spec = {{"constraints": {constraints!r}}}
+        """
+    elif constraints:
+        spawner += f"""
+        c.MultiUserSwarmSpawner.swarm_placement_constraints = {constraints!r}
+        """
     spawner += server_config(section, server)
     return textwrap.dedent(common) + textwrap.dedent(spawner) + wrapper
+
+
+def swarm_constraints(text: str) -> list[str]:
+    """``--swarm-constraints``, comma-separated, as a list."""
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def shared_network(prefix: str) -> str:
@@ -466,6 +490,7 @@ def swarm_hub_burst(
     workdir: Path,
     client: docker.DockerClient,
     timeout: int,
+    constraints: list[str],
 ) -> list[Burst]:
     """N users start at once through a new hub in a container's namespace on the manager, then stop; then the same
     users once more, on the same hub."""
@@ -488,7 +513,7 @@ def swarm_hub_burst(
             workdir=workdir,
             prefix=prefix,
             users={u: [] for u in users},
-            extra_config=swarm_hub_config(kind, prefix, n, server, holder, timeout),
+            extra_config=swarm_hub_config(kind, prefix, n, server, holder, timeout, constraints),
             host=holder.address,
             launcher=holder.launcher(workdir),
         )
