@@ -229,6 +229,13 @@ def notebook(docker_client: docker.DockerClient, hub: HubStack, user: str):
     return docker_client.containers.get(f"{hub.prefix}-{user}")
 
 
+def running_container_names(client: docker.DockerClient, name: str) -> list[str]:
+    """The running containers whose name contains ``name``, from one list call. docker-py's ``containers.list()``
+    also inspects each one and fails when one is removed in between, as a hub's clean-up does while a test waits
+    for it."""
+    return [c["Names"][0].lstrip("/") for c in client.api.containers(filters={"name": name})]
+
+
 def exec_in(container, cmd: str, user: str = "") -> tuple[int, str]:
     """Run a shell command in a container; return (exit code, output)."""
     result = container.exec_run(["sh", "-c", cmd], user=user, demux=False)

@@ -15,6 +15,7 @@ from hubstack import (
     SINGLEUSER_IMAGE,
     exec_in,
     notebook,
+    running_container_names,
     spawn_failure_message,
 )
 
@@ -144,7 +145,7 @@ def test_a_notebook_killed_by_its_memory_limit_leaves_no_service_or_network_runn
     deadline = time.monotonic() + 60
     left = ["?"]
     while time.monotonic() < deadline:
-        left = [c.name for c in docker_client.containers.list(filters={"name": f"{hub.prefix}-oom_"})]
+        left = running_container_names(docker_client, f"{hub.prefix}-oom_")
         left += [n.name for n in docker_client.networks.list(names=[f"{hub.prefix}-oom_net"])]
         if not left and not hub.user("oom")["servers"]:
             break
