@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multiuser-config-file", type=Path, help="a file of such lines (see benchmarks/experiments)")
     parser.add_argument(
         "--swarm-constraints",
+        type=swarm_constraints,
         default="",
         help="Swarm placement constraints, comma-separated, given to every swarm scenario alike (the floor's "
         "services, SwarmSpawner and MultiUserSwarmSpawner), e.g. node.role==worker (default: none)",
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "mem_limit": MEM_LIMIT,
             "floor_probe_interval_s": HTTP_CHECK_INTERVAL,
             "multiuser_config": args.multiuser_config,
-            "swarm_constraints": swarm_constraints(args.swarm_constraints),
+            "swarm_constraints": args.swarm_constraints,
         },
     }
     if with_services:

@@ -25,7 +25,7 @@ from .scenarios import (
     ServerKind,
     burst_timeout,
 )
-from .swarm import remove_swarm_objects, swarm_constraints, swarm_floor_burst, swarm_hub_burst
+from .swarm import remove_swarm_objects, swarm_floor_burst, swarm_hub_burst
 
 log = logging.getLogger("bench")
 
@@ -39,11 +39,9 @@ def measure(
         return database_floor_burst(client.api, prefix, n, timeout)
     assert server is not None
     if scenario == "swarm-floor":
-        return swarm_floor_burst(client, prefix, n, server, timeout, swarm_constraints(args.swarm_constraints))
+        return swarm_floor_burst(client, prefix, n, server, timeout, args.swarm_constraints)
     if scenario in SWARM_SCENARIOS:
-        return swarm_hub_burst(
-            scenario, prefix, n, server, workdir / prefix, client, timeout, swarm_constraints(args.swarm_constraints)
-        )
+        return swarm_hub_burst(scenario, prefix, n, server, workdir / prefix, client, timeout, args.swarm_constraints)
     if scenario in FLOOR_KINDS:
         return floor_burst(client.api, prefix, n, server, timeout, scenario)
     return hub_burst(scenario, prefix, n, server, workdir / prefix, client, timeout, args.multiuser_config)
