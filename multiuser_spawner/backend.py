@@ -16,6 +16,10 @@ class Backend(Protocol):
     async def ensure_network(self, plan: NetworkPlan) -> bool:
         """Make the private network if it is missing (refusing one of that name that is not ours); True when new."""
 
+    async def join_network(self, name: str) -> None:
+        """Connect the hub's container (when the hub runs in one) to the network, so that the hub reaches what
+        runs on it. Apart from :meth:`ensure_network`, so that a spawn starts its workloads meanwhile."""
+
     async def remove_network(self, name: str) -> None:
         """Remove the network if it is ours; its workloads must be gone."""
 

@@ -117,6 +117,7 @@ class DockerGateway:
         self.concurrency = concurrency
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="docker-api")
         self.view = ContainerView(self, max_age=view_max_age)
+        self._network_lanes: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def connect(
@@ -309,15 +310,23 @@ class DockerGateway:
             "listing containers", self.client.containers, all=True, filters={"label": label_filters}
         )
 
+    def _network_lane(self, container: str) -> asyncio.Lock:
+        """One queue per container for its network changes. Docker makes them one at a time per container (an
+        overlay's first endpoint on a node takes about half a second), so a burst of them, say the hub's container
+        joining every new server's network, would otherwise hold every thread of the pool while they wait inside
+        the engine, and every other user's requests would queue behind them."""
+        return self._network_lanes.setdefault(container, asyncio.Lock())
+
     async def connect_network(self, network: str, container: str, aliases: list[str] | None = None) -> None:
         try:
-            await self._call(
-                f"connecting {container} to network {network}",
-                self.client.connect_container_to_network,
-                container,
-                network,
-                aliases=aliases,
-            )
+            async with self._network_lane(container):
+                await self._call(
+                    f"connecting {container} to network {network}",
+                    self.client.connect_container_to_network,
+                    container,
+                    network,
+                    aliases=aliases,
+                )
         except DockerGatewayError as e:
             # already on it: a bridge says "already exists", an overlay "is already attached"
             if "already exists" not in str(e) and "already attached" not in str(e):
@@ -326,13 +335,14 @@ class DockerGateway:
     async def disconnect_network(self, network: str, container: str) -> None:
         # Not connected, or either side already gone: nothing to undo.
         with contextlib.suppress(DockerGatewayError):
-            await self._call(
-                f"disconnecting {container} from network {network}",
-                self.client.disconnect_container_from_network,
-                container,
-                network,
-                force=True,
-            )
+            async with self._network_lane(container):
+                await self._call(
+                    f"disconnecting {container} from network {network}",
+                    self.client.disconnect_container_from_network,
+                    container,
+                    network,
+                    force=True,
+                )
 
     # -- volumes ------------------------------------------------------------------------------------------------
 

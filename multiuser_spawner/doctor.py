@@ -181,7 +181,8 @@ async def check_hub(
     try:
         # labelled with the hub but no user: never taken for a user's object
         owner = names.Owner(hub=hub, user="", user_id="")
-        await network.ensure_user_network(gateway, network_plan(network_name, owner), hub_container)
+        await network.ensure_user_network(gateway, network_plan(network_name, owner))
+        await network.join_hub(gateway, network_name, hub_container)
         try:
             return judge_hub(*await _run_probe(gateway, hub_probe_spec(container, image, network_name, url)), url)
         finally:

@@ -49,7 +49,10 @@ class LocalEngine:
     async def ensure_network(self, plan: NetworkPlan) -> bool:
         existing = await self.gateway.inspect_network(plan.name)
         check_claim("network", plan.name, (existing or {}).get("Labels"), names.owner_from_labels(plan.labels))
-        return await network.ensure_user_network(self.gateway, plan, self.hub_container, self.address_pool)
+        return await network.ensure_user_network(self.gateway, plan, self.address_pool)
+
+    async def join_network(self, name: str) -> None:
+        await network.join_hub(self.gateway, name, self.hub_container)
 
     async def remove_network(self, name: str) -> None:
         found = await self.gateway.inspect_network(name)

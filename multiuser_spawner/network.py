@@ -58,11 +58,9 @@ class AddressPool:
         raise DockerGatewayError(f"creating network {plan.name} failed: every subnet tried was taken meanwhile")
 
 
-async def ensure_user_network(
-    gateway: DockerGateway, plan: NetworkPlan, hub_container: str, pool: AddressPool | None = None
-) -> bool:
-    """Make the network (if missing) and join the hub's container to it; True when the network is new. A network
-    of that name that we did not make is refused, as a container would be."""
+async def ensure_user_network(gateway: DockerGateway, plan: NetworkPlan, pool: AddressPool | None = None) -> bool:
+    """Make the network (if missing); True when it is new. A network of that name that we did not make is refused,
+    as a container would be."""
     existing = await gateway.inspect_network(plan.name)
     if existing is not None and not is_ours(existing):
         raise DockerGatewayError(
@@ -80,9 +78,13 @@ async def ensure_user_network(
             if POOLS_EXHAUSTED in str(e):
                 raise DockerGatewayError(f"{e}. {POOLS_HINT}") from e
             raise
-    if hub_container:
-        await gateway.connect_network(plan.name, hub_container)
     return created
+
+
+async def join_hub(gateway: DockerGateway, name: str, hub_container: str) -> None:
+    """Join the hub's container (if the hub runs in one) to the network, so the hub reaches its servers."""
+    if hub_container:
+        await gateway.connect_network(name, hub_container)
 
 
 async def remove_user_network(gateway: DockerGateway, name: str, hub_container: str) -> None:

@@ -474,7 +474,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         self._settled_services = set()
         self._service_environment = {}
         created: list[tuple[str, str]] = []  # (kind, name) made by this attempt, undone if it fails
-        service_starts: list[asyncio.Future] = []
+        docker_steps: list[asyncio.Future] = []  # what changes Docker objects in the background, landed before an undo
         instances: list[plan.ServiceInstance] = []
         try:
             self._names = resources = await self._names_kept_through_rename(resources)
@@ -485,8 +485,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             self._checkpoint()
             # Home, network and each service's volume are independent: made side by side. A service starts as
             # soon as the network and its own volume exist; the notebook also needs its home and the services'
-            # passwords (kept on their volumes), then starts beside them.
+            # passwords (kept on their volumes), then starts beside them. The hub joins the network meanwhile:
+            # only the readiness checks need it there.
             network_ready = asyncio.ensure_future(self._prepare_network(resources, created, progress))
+            hub_joined = asyncio.ensure_future(self._join_network(network_ready, resources))
             volumes = [asyncio.ensure_future(self._prepare_service_volume(spec, resources)) for spec in specs]
             service_starts = [
                 asyncio.ensure_future(
@@ -494,6 +496,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
                 )
                 for volume in volumes
             ]
+            docker_steps = [*service_starts, hub_joined]
             await gather_all([self._prepare_home(resources, image_info, image_user, progress), network_ready, *volumes])
             instances = [volume.result() for volume in volumes]
             self._service_environment = plan.notebook_service_environment(instances, self.template_namespace())
@@ -501,12 +504,12 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             if not notebook:
                 # A volume that exists was initialised by an earlier run: only new ones need their service.
                 instances = [i for i in instances if i.spec.key in self._new_service_volumes]
-                await gather_all(service_starts)
+                await gather_all(docker_steps)
                 await gather_all([self._wait_for_service(i, resources, progress) for i in instances])
                 await self._undo(created, instances)  # prepared: what this run started goes again
                 return "", 0
             await self._start_notebook(resources, image_info, extra_create, created, progress)
-            await gather_all(service_starts)
+            await gather_all(docker_steps)
             self._checkpoint()
             await self._waiting_for(gather_all([self._wait_for_service(i, resources, progress) for i in instances]))
             if self.post_start_cmd:
@@ -517,7 +520,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             await self._waiting_for(self._wait_until_listening(resources.container, ip, port))
         except BaseException as error:
             # let every step's Docker calls land, so that the undo below sees (and removes) what they made
-            await asyncio.gather(*service_starts, return_exceptions=True)
+            await asyncio.gather(*docker_steps, return_exceptions=True)
             # Asked before the undo: while an engine stops its containers it still takes requests, and a network
             # removal its shutdown cuts short can keep Docker 20.10 from starting again (docs/operations.md).
             engine_stopping = await self._engine_stopping_under(error)
@@ -612,6 +615,14 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         if made:
             created.append(("network", resources.network))
         progress.stage("network", f"Private network {resources.network} is ready")
+
+    async def _join_network(self, network_ready: asyncio.Future, resources: names.ResourceNames) -> None:
+        """Join the hub's container to the server's private network, once it exists. This runs while the
+        workloads start, because Docker joins one container to one network at a time, and joining an overlay
+        takes about half a second: a class's spawns would otherwise wait in one queue before starting anything."""
+        await gather_all([network_ready])
+        if self._server_network(resources) == resources.network:
+            await self.backend.join_network(resources.network)
 
     async def _prepare_service_volume(
         self, spec: services.ServiceSpec, resources: names.ResourceNames
@@ -873,7 +884,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         resources = self.resource_names
         if self._server_network(resources) == resources.network:
             try:
-                await self.gateway.connect_network(resources.network, self.hub_container_name)
+                await self.backend.join_network(resources.network)
             except DockerGatewayError as e:
                 self.log.warning("Could not join the hub to the network of %s's server: %s", self._log_name, e)
                 return

@@ -633,12 +633,13 @@ class SwarmEngine:
                 "an admin must rename or remove that network"
             )
         check_claim("network", plan.name, (existing or {}).get("Labels"), names.owner_from_labels(plan.labels))
-        created = existing is None and await self.gateway.ensure_network(
+        return existing is None and await self.gateway.ensure_network(
             overlay_network_config(plan, self.encrypted_networks)
         )
+
+    async def join_network(self, name: str) -> None:
         if self.hub_container:
-            await self.gateway.connect_network(plan.name, self.hub_container)
-        return created
+            await self.gateway.connect_network(name, self.hub_container)
 
     async def remove_network(self, name: str) -> None:
         found = await self.gateway.inspect_network(name)

@@ -102,6 +102,52 @@ async def test_gateway_runs_different_calls_concurrently_up_to_its_bound():
     assert client.most == 4
 
 
+class _JoiningClient:
+    """Stands in for docker-py's network joins, each a slow call, as Docker makes an overlay's first endpoint."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.joining: dict[str, int] = {}
+        self.most_per_container = 0
+        self.most_containers = 0
+        self.finished: list[str] = []
+
+    def connect_container_to_network(self, container, network, aliases=None):
+        with self.lock:
+            self.joining[container] = self.joining.get(container, 0) + 1
+            self.most_per_container = max(self.most_per_container, self.joining[container])
+            self.most_containers = max(self.most_containers, sum(1 for n in self.joining.values() if n))
+        time.sleep(0.1)
+        with self.lock:
+            self.joining[container] -= 1
+            self.finished.append(f"join {network}")
+
+    def inspect_network(self, name):
+        with self.lock:
+            self.finished.append("inspect")
+        return {"Name": name}
+
+
+async def test_a_containers_network_joins_queue_outside_the_pool():
+    client = _JoiningClient()
+    gateway = DockerGateway(client, concurrency=2, view_max_age=30)
+    joins = [asyncio.ensure_future(gateway.connect_network(f"n{i}", "hub")) for i in range(6)]
+    await asyncio.sleep(0)  # every join is waiting before the other request comes
+    await gateway.inspect_network("other")
+    await asyncio.gather(*joins)
+    assert client.most_per_container == 1
+    # one thread of the two stays free for everything else: the request did not wait for the six joins
+    assert client.finished.index("inspect") <= 1, client.finished
+
+
+async def test_different_containers_join_networks_side_by_side():
+    client = _JoiningClient()
+    gateway = DockerGateway(client, concurrency=4, view_max_age=30)
+    await asyncio.gather(*(gateway.connect_network(f"n{i}", f"c{i % 2}") for i in range(4)))
+    assert client.most_per_container == 1
+    assert client.most_containers == 2
+
+
 async def test_container_view_shares_one_refresh_among_many_polls():
     client = _CountingClient()
     client.containers_result = [{"Names": [f"/c{i}"], "State": "running"} for i in range(100)]
