@@ -310,23 +310,25 @@ class DockerGateway:
             "listing containers", self.client.containers, all=True, filters={"label": label_filters}
         )
 
-    def _network_lane(self, container: str) -> asyncio.Lock:
-        """One queue per container for its network changes. Docker makes them one at a time per container (an
-        overlay's first endpoint on a node takes about half a second), so a burst of them, say the hub's container
-        joining every new server's network, would otherwise hold every thread of the pool while they wait inside
-        the engine, and every other user's requests would queue behind them."""
-        return self._network_lanes.setdefault(container, asyncio.Lock())
+    async def _network_change(
+        self, container: str, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """One change of ``container``'s networks, queued behind its others. Docker makes them one at a time per
+        container (an overlay's first endpoint on a node takes about half a second), so a burst of them, say the
+        hub's container joining every new server's network, would otherwise hold every thread of the pool while they
+        wait inside the engine, and every other user's requests would queue behind them."""
+        async with self._network_lanes.setdefault(container, asyncio.Lock()):
+            await self._call(action, fn, container, *args, **kwargs)
 
     async def connect_network(self, network: str, container: str, aliases: list[str] | None = None) -> None:
         try:
-            async with self._network_lane(container):
-                await self._call(
-                    f"connecting {container} to network {network}",
-                    self.client.connect_container_to_network,
-                    container,
-                    network,
-                    aliases=aliases,
-                )
+            await self._network_change(
+                container,
+                f"connecting {container} to network {network}",
+                self.client.connect_container_to_network,
+                network,
+                aliases=aliases,
+            )
         except DockerGatewayError as e:
             # already on it: a bridge says "already exists", an overlay "is already attached"
             if "already exists" not in str(e) and "already attached" not in str(e):
@@ -335,14 +337,13 @@ class DockerGateway:
     async def disconnect_network(self, network: str, container: str) -> None:
         # Not connected, or either side already gone: nothing to undo.
         with contextlib.suppress(DockerGatewayError):
-            async with self._network_lane(container):
-                await self._call(
-                    f"disconnecting {container} from network {network}",
-                    self.client.disconnect_container_from_network,
-                    container,
-                    network,
-                    force=True,
-                )
+            await self._network_change(
+                container,
+                f"disconnecting {container} from network {network}",
+                self.client.disconnect_container_from_network,
+                network,
+                force=True,
+            )
 
     # -- volumes ------------------------------------------------------------------------------------------------
 
