@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import docker
+from mus_bench.machine import process_table
+from mus_bench.swarm import remove_network_when_free, wait_until_gone
 
 LABEL = "org.multiuser-spawner.benchmark"
 LABELS = {LABEL: "overlay-cost"}
@@ -33,17 +34,11 @@ ENGINES = {"dockerd": "manager engine", "swarm-node-dock": "worker engines"}  # 
 
 def engine_cpu() -> dict[str, float]:
     """CPU seconds so far of each group of engine processes, children waited for included."""
-    ticks = os.sysconf("SC_CLK_TCK")
     used = dict.fromkeys(ENGINES.values(), 0.0)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        group = ENGINES.get(stat[stat.index("(") + 1 : stat.rindex(")")])
+    for proc in process_table().values():
+        group = ENGINES.get(proc.comm)
         if group:
-            fields = stat[stat.rindex(")") + 2 :].split()
-            used[group] += sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
+            used[group] += proc.cpu + proc.children
     return used
 
 
@@ -57,20 +52,11 @@ def remove_ours(client: docker.DockerClient) -> None:
     services = {service["ID"] for service in api.services(filters={"label": LABEL})}
     for service in services:
         api.remove_service(service)
-    deadline = time.monotonic() + 120
-    while tasks_of(api, services) and time.monotonic() < deadline:  # their containers leave the networks
-        time.sleep(0.5)
+    wait_until_gone(api, services, 120)  # their containers leave the networks
     for container in client.containers.list(all=True, filters={"label": LABEL}):
         container.remove(force=True)
     for network in api.networks(filters={"label": LABEL}):
-        for _ in range(60):  # a network leaves a moment after its last endpoint
-            try:
-                api.remove_network(network["Id"])
-                break
-            except docker.errors.NotFound:
-                break
-            except docker.errors.APIError:
-                time.sleep(0.5)
+        remove_network_when_free(api, network["Id"])
 
 
 def tasks_of(api: docker.APIClient, services: set[str]) -> list[dict[str, Any]]:
