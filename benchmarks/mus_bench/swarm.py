@@ -444,6 +444,10 @@ def swarm_hub_config(
         c.SwarmSpawner.prefix = {prefix!r}
         c.SwarmSpawner.volumes = {{{str(shared_homes(prefix)) + "/{username}"!r}: {HOME!r}}}
         """
+        if constraints:
+            spawner += f"""
+        c.SwarmSpawner.extra_placement_spec = {{"constraints": {constraints!r}}}
+        """
         wrapper = TIMING_WRAPPER.format(module="dockerspawner", cls="SwarmSpawner")
     else:
         section = "MultiUserSpawner"
@@ -455,15 +459,11 @@ def swarm_hub_config(
         c.MultiUserSpawner.private_network = False
         c.MultiUserSpawner.network_name = {shared_network(prefix)!r}
         """
-        wrapper = TIMING_WRAPPER.format(module="multiuser_spawner.swarm_spawner", cls="MultiUserSwarmSpawner")
-    if constraints and kind == "swarm-docker":
-        spawner += f"""
-        c.SwarmSpawner.extra_placement_spec = {{"constraints": {constraints!r}}}
-        """
-    elif constraints:
-        spawner += f"""
+        if constraints:
+            spawner += f"""
         c.MultiUserSwarmSpawner.swarm_placement_constraints = {constraints!r}
         """
+        wrapper = TIMING_WRAPPER.format(module="multiuser_spawner.swarm_spawner", cls="MultiUserSwarmSpawner")
     spawner += server_config(section, server)
     return textwrap.dedent(common) + textwrap.dedent(spawner) + wrapper
 
