@@ -428,6 +428,10 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
             return resources.network
         return self.network_name
 
+    def _on_private_network(self, resources: names.ResourceNames) -> bool:
+        """Whether the server runs on a network of its own, which the spawner makes, joins and removes."""
+        return self._server_network(resources) == resources.network
+
     # -- start ---------------------------------------------------------------------------------------------------
 
     async def start(self) -> tuple[str, int]:
@@ -609,7 +613,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
     async def _prepare_network(
         self, resources: names.ResourceNames, created: list[tuple[str, str]], progress: SpawnProgress
     ) -> None:
-        if self._server_network(resources) != resources.network:
+        if not self._on_private_network(resources):
             return
         made = await self.backend.ensure_network(plan.network_plan(resources.network, self.owner()))
         if made:
@@ -621,7 +625,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         workloads start, because Docker joins one container to one network at a time, and joining an overlay
         takes about half a second: a class's spawns would otherwise wait in one queue before starting anything."""
         await gather_all([network_ready])
-        if self._server_network(resources) == resources.network:
+        if self._on_private_network(resources):
             await self.backend.join_network(resources.network)
 
     async def _prepare_service_volume(
@@ -882,7 +886,7 @@ class MultiUserSpawner(MultiUserSettings, DockerSpawner):
         if not self.hub_container_name or self._hub_container_joined:
             return
         resources = self.resource_names
-        if self._server_network(resources) == resources.network:
+        if self._on_private_network(resources):
             try:
                 await self.backend.join_network(resources.network)
             except DockerGatewayError as e:
